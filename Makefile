@@ -1,0 +1,41 @@
+# ssl_study: `make study` runs the study, `make test` runs the tests.
+# Both create .venv and install what they need on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+SCALE  ?= quick
+PAPERS ?=
+JOBS   ?= 1
+SHARED_DATA ?= ../shared/data
+export SSL_STUDY_DATA ?= $(HOME)/.cache/ssl_study/data
+
+.PHONY: install data study test lab bench clean-outputs
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# Stage the real datasets shipped beside the project (if any) into the data root.
+data:
+	@if [ -x "$(SHARED_DATA)/stage" ]; then "$(SHARED_DATA)/stage" "$(SSL_STUDY_DATA)"; \
+	else echo "data: no $(SHARED_DATA)/stage; datasets are read from $(SSL_STUDY_DATA) (see README)"; fi
+
+study: install data
+	$(BIN)/ssl-study run --scale $(SCALE) --jobs $(JOBS) $(if $(PAPERS),--papers $(PAPERS))
+
+test: install data
+	$(BIN)/nbdev_test --n_workers 2 --timing
+	$(BIN)/python -m pytest tests -q
+
+lab: install data
+	$(BIN)/jupyter lab nbs
+
+bench: install data
+	$(BIN)/python benchmarks/overlay_throughput.py
+
+clean-outputs:
+	rm -rf outputs/smoke outputs/quick outputs/cache
