@@ -9,7 +9,7 @@ JOBS   ?= 1
 SHARED_DATA ?= ../shared/data
 export SSL_STUDY_DATA ?= $(HOME)/.cache/ssl_study/data
 
-.PHONY: install data study test lab bench clean-outputs
+.PHONY: install data study test lab bench clean-outputs readme
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,3 +39,7 @@ bench: install data
 
 clean-outputs:
 	rm -rf outputs/smoke outputs/quick outputs/cache
+
+# README.md is generated from nbs/index.ipynb (nbdev_readme needs quarto; nbconvert does not)
+readme: install
+	$(BIN)/jupyter nbconvert --to markdown --log-level WARN nbs/index.ipynb --output-dir . --output README
