@@ -29,10 +29,12 @@ def test_overlay_rejects_alpha_outside_range(alpha):
 @pytest.mark.parametrize('m', [1, 2, 3, 4])
 def test_random_mask_ratio(m):
     x = torch.rand(16, 3, 32, 32) + 0.5
-    masked = (ov.random_mask(x, m) == 0).all(1)          # pixel masked in every channel
+    xm = ov.random_mask(x, m)
+    masked = (xm == 0).all(1)                             # pixel masked in every channel
     per_image = masked.float().mean((1, 2))
     assert torch.allclose(per_image, torch.full((16,), round(m / 100 * 1024) / 1024))
-    assert ((ov.random_mask(x, m) == 0).any(1) == masked).all()   # never a partial pixel
+    assert ((xm == 0).any(1) == masked).all()             # never a partial pixel
+    assert torch.equal(xm[:, :, ~masked[0]][0], x[0][:, ~masked[0]])   # the rest untouched
 
 
 @pytest.mark.parametrize('depth,stem,size', [(18, False, 64), (18, True, 32), (50, False, 64), (34, False, 96)])
@@ -113,8 +115,14 @@ def test_papermill_bad_input_fails_before_work(tmp_path, args, env, message):
 
 
 def test_papermill_help_lists_every_parameter():
+    import json, re
     r = papermill('--help-notebook', 'nbs/04_overlay.ipynb')
     assert r.returncode == 0
-    for name in ('scale', 'corruption', 'alpha', 'mask_ratio', 'dataset', 'pretrain_epochs', 'finetune_epochs', 'seed', 'download'):
-        line = next(l for l in r.stdout.splitlines() if l.strip().startswith(name + ':'))
-        assert len(line.split(':', 1)[1].strip()) > 10, line      # type, default and a description
+    nb = json.loads((ROOT / 'nbs' / '04_overlay.ipynb').read_text())
+    cell = next(c for c in nb['cells'] if 'parameters' in c['metadata'].get('tags', []))
+    declared = re.findall(r'^(\w+)\s*:\s*\w+\s*=', ''.join(cell['source']), re.M)
+    assert {'scale', 'corruption', 'alpha', 'mask_ratio', 'dataset', 'seed', 'download'} <= set(declared)
+    text = ' '.join(r.stdout.split())
+    for name in declared:
+        m = re.search(rf'\b{name}: \w+ \(default None\) (.+?)(?= \w+: \w+ \(default|$)', text)
+        assert m and len(m.group(1).split()) >= 3, name     # type, default and a one-line description
