@@ -32,6 +32,7 @@ def test_sweep_skips_finished_and_survives_failure(outputs, tmp_path):
     df = collect('smoke')
     assert sorted(df.run) == ['x1', 'x2', 'x3'] and set(df.status) == {'done'}
     assert dict(zip(df.run, df.square)) == {'x1': 1, 'x2': 4, 'x3': 9}
+    assert dict(zip(df.run, df.x)) == {'x1': -1, 'x2': -2, 'x3': -3}     # a metric named like a parameter wins
     assert (outputs / 'smoke' / 'results.csv').exists()
 
 
