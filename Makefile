@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 SCALE  ?= quick
 PAPERS ?=
-JOBS   ?= 1
+JOBS   ?= 2
 SHARED_DATA ?= ../shared/data
 export SSL_STUDY_DATA ?= $(HOME)/.cache/ssl_study/data
 
@@ -28,7 +28,7 @@ study: install data
 	$(BIN)/ssl-study run --scale $(SCALE) --jobs $(JOBS) $(if $(PAPERS),--papers $(PAPERS))
 
 test: install data
-	$(BIN)/nbdev_test --n_workers 2 --timing
+	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --timing
 	$(BIN)/python -m pytest tests -q
 
 lab: install data

@@ -15,7 +15,7 @@ def test_sweep_skips_finished_and_survives_failure(outputs, tmp_path):
     status = {s['name']: s['status'] for s in sweep(_runs(counter), LocalExecutor(2))}
     assert status == {'x1': 'done', 'x2': 'failed', 'x3': 'done'}
     folder = outputs / 'smoke' / 'overlay'
-    assert json.loads((folder / 'x3' / 'metrics.json').read_text())['metrics'] == {'square': 9}
+    assert json.loads((folder / 'x3' / 'metrics.json').read_text())['metrics'] == {'square': 9, 'x': -3}
     assert not (folder / 'x2' / 'metrics.json').exists()
     failed = json.loads((folder / 'x2' / 'failed.json').read_text())
     assert 'this run fails on purpose' in failed['log_tail'] and failed['returncode'] != 0
