@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 
 # %% auto #0
 __all__ = ['DATASETS', 'data_root', 'DatasetNotFoundError', 'get_targets', 'LabelMap', 'Transformed', 'InMemory',
-           'stratified_subset', 'stratified_split', 'num_classes', 'JointSegTransform', 'joint_seg_transform',
+           'stratified_subset', 'stratified_split', 'num_classes', 'DataError', 'CorruptImageError', 'open_image',
+           'image_files', 'verify_images', 'check_split_classes', 'JointSegTransform', 'joint_seg_transform',
            'DatasetInfo', 'dataset_info', 'how_to_get', 'check_dataset', 'load_dataset', 'have_dataset', 'TinyImageNet',
            'DAVIS']
 
@@ -231,6 +232,77 @@ def num_classes(ds: Dataset) -> int:
     if t.ndim == 2: return t.shape[1]
     return int(t.max()) + 1 if (t >= 0).any() else 0
 
+# %% ../nbs/core/00_data.ipynb #93e04a56
+class DataError(ValueError):
+    "The dataset's files are there but unusable as they are: an unreadable image, an empty class folder, a class one split lacks."
+
+class CorruptImageError(DataError):
+    "An image file that cannot be decoded (truncated, empty, not an image); `.path` is the file."
+    def __init__(self, message: str, path=None):
+        super().__init__(message); self.path = None if path is None else str(path)
+    def __reduce__(self): return type(self), (str(self), self.path)
+
+def open_image(path, mode: str | None = None, draft: bool = False) -> Image.Image:
+    "The fully decoded image at `path` (in `mode` if given); a `CorruptImageError` naming the file if it cannot be read."
+    try:
+        with Image.open(path) as im:
+            if draft: im.draft('RGB', (1, 1))       # JPEG: decode at 1/8 scale (still reads every byte): a cheap check
+            im.load()
+            return im.convert(mode) if mode else im.copy()
+    except FileNotFoundError: raise
+    except (OSError, SyntaxError, ValueError) as e:
+        raise CorruptImageError(f"cannot read image {path}: {type(e).__name__}: {e}", path) from e
+
+def _rgb_image(path) -> Image.Image:
+    "The RGB image at `path` (the loader of our image-folder datasets)."
+    return open_image(path, 'RGB')
+
+# %% ../nbs/core/00_data.ipynb #d9aec384
+_FILE_ATTRS = ('samples', 'imgs', '_image_files', '_images', 'images')
+
+def image_files(ds: Dataset) -> list[Path]:
+    "The image file of each item of `ds`, for datasets read from image files (looks through subsets and wrappers)."
+    if isinstance(ds, Subset): files = image_files(ds.dataset); return [files[i] for i in ds.indices]
+    if isinstance(ds, ConcatDataset): return [f for d in ds.datasets for f in image_files(d)]
+    if isinstance(ds, _Wrapper): return image_files(ds.ds)
+    if callable(getattr(ds, 'image_files', None)): return ds.image_files()
+    if isinstance(ds, tvd.Caltech256): return [_caltech_file(ds, i) for i in range(len(ds))]
+    for a in _FILE_ATTRS:
+        v = getattr(ds, a, None)
+        if isinstance(v, (list, tuple)) and all(isinstance(x, (str, os.PathLike, tuple)) for x in v[:1]):
+            return [Path(x[0] if isinstance(x, tuple) else x) for x in v]
+    raise TypeError(f'{type(ds).__name__} is not read from image files (no list of files found)')
+
+def verify_images(ds, progress: bool = True, show: int = 10) -> int:
+    "Decode each image file of `ds` (a dataset or a list of paths) once; a `CorruptImageError` lists the bad ones."
+    files = list(dict.fromkeys(ds if isinstance(ds, (list, tuple)) else image_files(ds)))
+    bad = []
+    for f in tqdm(files, desc='verifying images', unit='img', disable=not progress, leave=False):
+        try: open_image(f, draft=True)
+        except (CorruptImageError, FileNotFoundError) as e: bad.append((f, e))
+    if bad:
+        more = f'\n  ... and {len(bad) - show} more' if len(bad) > show else ''
+        raise CorruptImageError(f"{len(bad)} of {len(files)} image files cannot be read:\n  " +
+                                '\n  '.join(str(e) for _, e in bad[:show]) + more, bad[0][0])
+    return len(files)
+
+# %% ../nbs/core/00_data.ipynb #7bcaf764
+def _class_label(ds, c: int) -> str:
+    try: names = ds.classes if not isinstance(ds, Subset) else _classes_of(ds)
+    except AttributeError: names = None
+    return f"{c} ({names[c]})" if names is not None and 0 <= c < len(names) else str(c)
+
+def check_split_classes(train: Dataset, test: Dataset, show: int = 10) -> list[int]:
+    "The classes of `train`, which must be those of `test`; a `DataError` naming any class only one split has."
+    (a, b) = (set(np.unique(t[t >= 0]).tolist()) for t in (get_targets(train), get_targets(test)))
+    if not a or not b: raise DataError(f"the {'train' if not a else 'test'} split has no labelled items")
+    if a == b: return sorted(a)
+    msg = []
+    for only, this, other in ((sorted(a - b), 'train', 'test'), (sorted(b - a), 'test', 'train')):
+        if only: msg.append(f"{len(only)} class(es) in {this} but not in {other}: "
+                            + ', '.join(_class_label(train, c) for c in only[:show]) + (' ...' if len(only) > show else ''))
+    raise DataError('the splits have different classes; ' + '; '.join(msg))
+
 # %% ../nbs/core/00_data.ipynb #eb960f77
 class JointSegTransform:
     "Resize (image, mask) to `size` (bilinear / nearest), optional joint random h-flip; returns (float [3,H,W], long [H,W])."
@@ -352,7 +424,7 @@ def _load_cifar10(root: Path, split: str, transform=None, target_transform=None,
     tree = root / 'cifar10' / split
     if layout == 'pickle' or (layout == 'auto' and ((root / 'cifar-10-batches-py').is_dir() or (download and not tree.is_dir()))):
         return tvd.CIFAR10(str(root), train=split == 'train', transform=transform, target_transform=target_transform, download=download)
-    return tvd.ImageFolder(str(tree), transform=transform, target_transform=target_transform)
+    return tvd.ImageFolder(str(tree), transform=transform, target_transform=target_transform, loader=_rgb_image)
 
 _CIFAR_FILES = tuple(f'data_batch_{i}' for i in range(1, 6)) + ('test_batch', 'batches.meta')
 DATASETS['cifar10'] = DatasetInfo(
@@ -422,7 +494,9 @@ class TinyImageNet(Dataset):
         out = []
         for i, w in enumerate(self.classes):
             d = self.root / 'train' / w / 'images'
-            out += [(d / f, i) for f in sorted(os.listdir(d)) if f.endswith('.JPEG')]
+            files = [(d / f, i) for f in sorted(os.listdir(d)) if f.endswith('.JPEG')]
+            if not files: raise DataError(f'TinyImageNet: no .JPEG images in {d} (class {w})')
+            out += files
         return out
 
     def _val(self):
@@ -440,7 +514,7 @@ class TinyImageNet(Dataset):
     def __len__(self): return len(self.samples)
     def __getitem__(self, i):
         p, y = self.samples[i]
-        img = Image.open(p).convert('RGB')
+        img = open_image(p, 'RGB')
         if self.transform is not None: img = self.transform(img)
         if self.target_transform is not None: y = self.target_transform(y)
         return img, y
@@ -480,6 +554,7 @@ class DAVIS(Dataset):
         self.sequences, self.samples = seqs, []
         for s in seqs:
             frames = sorted(f for f in os.listdir(self.img_dir / s) if f.endswith('.jpg'))
+            if not frames: raise DataError(f'DAVIS: no .jpg frames in {self.img_dir / s}')
             for k, f in enumerate(frames):
                 stem = f[:-4]
                 self.samples.append((s, int(stem) if stem.isdigit() else k, self.img_dir / s / f, self.ann_dir / s / f'{stem}.png'))
@@ -509,11 +584,13 @@ class DAVIS(Dataset):
     def __len__(self): return len(self.samples)
     def __getitem__(self, i):
         _, _, fp, mp = self.samples[i]
-        img, mask = Image.open(fp).convert('RGB'), _binary_mask(Image.open(mp))
+        img, mask = open_image(fp, 'RGB'), _binary_mask(open_image(mp))
         if self.transform is not None: img = self.transform(img)
         if self.target_transform is not None: mask = self.target_transform(mask)
         if self.transforms is not None: img, mask = self.transforms(img, mask)
         return img, mask
+
+    def image_files(self) -> list[Path]: return [fp for _, _, fp, _ in self.samples]
 
     def frames(self, seq: str) -> list[int]:
         "Item indices of sequence `seq`, in frame order."
@@ -582,10 +659,24 @@ DATASETS['celeba'] = DatasetInfo(
                          'list_landmarks_align_celeba.txt', 'list_eval_partition.txt')),))
 
 # %% ../nbs/core/00_data.ipynb #8d08561c
+class _Caltech256(tvd.Caltech256):
+    "torchvision's Caltech256, each image read through `open_image`."
+    def __getitem__(self, i):
+        img, y = open_image(_caltech_file(self, i)), self.y[i]
+        if self.transform is not None: img = self.transform(img)
+        if self.target_transform is not None: y = self.target_transform(y)
+        return img, y
+
+def _caltech_file(ds, i: int) -> Path:
+    "Item `i`'s file: torchvision names the files of class folder NNN.x `NNN_0001.jpg`, `NNN_0002.jpg`, ..."
+    return Path(ds.root) / '256_ObjectCategories' / ds.categories[ds.y[i]] / f'{ds.y[i] + 1:03d}_{ds.index[i]:04d}.jpg'
+
 def _load_caltech256(root: Path, split: str, transform=None, target_transform=None, download=False,
-                     test_fraction: float = 0.2, seed: int = 0, clutter: bool = True):
-    ds = tvd.Caltech256(str(root), transform=_rgb_then(transform), target_transform=target_transform, download=download)
+                     test_fraction: float = 0.2, seed: int = 0, clutter: bool = False):
+    ds = _Caltech256(str(root), transform=_rgb_then(transform), target_transform=target_transform, download=download)
     ds.classes = [c.split('.', 1)[-1] for c in ds.categories]
+    if empty := [c for c, n in zip(ds.categories, np.bincount(np.asarray(ds.y, dtype=np.int64), minlength=len(ds.categories))) if n == 0]:
+        raise DataError(f"caltech256: no .jpg images in {len(empty)} class folder(s) of {Path(ds.root) / '256_ObjectCategories'}: {', '.join(empty[:10])}")
     if not clutter and ds.categories[-1] == '257.clutter':  # the last class: dropping it keeps labels 0..255
         ds.classes = ds.classes[:-1]
         ds = Subset(ds, [i for i, y in enumerate(ds.y) if y < len(ds.categories) - 1])
@@ -600,7 +691,8 @@ DATASETS['caltech256'] = DatasetInfo(
 
 # %% ../nbs/core/00_data.ipynb #e5a91051
 def _load_imagefolder(root: Path, split: str, transform=None, target_transform=None, download=False, path=None):
-    return tvd.ImageFolder(str(_imagefolder_path(root, path)), transform=transform, target_transform=target_transform)
+    return tvd.ImageFolder(str(_imagefolder_path(root, path)), transform=transform, target_transform=target_transform,
+                           loader=_rgb_image)
 
 DATASETS['imagefolder'] = DatasetInfo(
     'imagefolder', '', ('classification',), (),

@@ -4,25 +4,40 @@
 
 # %% ../nbs/core/07_sweep.ipynb #6c5f193d
 from __future__ import annotations
-import argparse, importlib, json, os, shlex, subprocess, sys, time, traceback
+import argparse, fcntl, importlib, importlib.util, json, math, os, re, shlex, subprocess, sys, time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
-from .runs import (SCALES, ParamError, is_complete, outputs_root, project_root, resolve_scale, run_dir,
-                            write_json)
+from .runs import (SCALES, ParamError, atomic_write, is_complete, outputs_root, project_root, read_metrics,
+                            resolve_scale, run_dir, write_json)
 
 # %% auto #0
-__all__ = ['PAPERS', 'paper_module', 'Run', 'papermill_command', 'execute', 'LocalExecutor', 'plan', 'sweep', 'collect', 'report',
-           'main']
+__all__ = ['PAPERS', 'paper_exists', 'available_papers', 'paper_module', 'Run', 'papermill_command', 'error_lines', 'execute',
+           'LocalExecutor', 'plan', 'sweep', 'collect', 'report', 'main']
 
 # %% ../nbs/core/07_sweep.ipynb #a13e1aa5
-PAPERS = {'pyramid': 'ssl_study.pyramid', 'overlay': 'ssl_study.overlay'}
+PAPERS = {'pyramid': 'ssl_study.pyramid', 'simclr': 'ssl_study.simclr', 'simsiam': 'ssl_study.simsiam',
+          'selfie': 'ssl_study.selfie', 'overlay': 'ssl_study.overlay'}
+
+def paper_exists(name: str) -> bool:
+    "Whether paper `name`'s module exists (a paper can be registered before its notebook is written)."
+    mod = PAPERS[name]
+    if mod in sys.modules: return True
+    try: return importlib.util.find_spec(mod) is not None
+    except (ModuleNotFoundError, ValueError): return False
+
+def available_papers() -> list[str]:
+    "The registered papers whose modules exist, in the study's order."
+    return [p for p in PAPERS if paper_exists(p)]
 
 def paper_module(name: str):
-    "The module that declares paper `name`'s grid, presets and report."
+    "The module that declares paper `name`'s spec, presets, grid and report."
     if name not in PAPERS: raise ParamError(f"unknown paper {name!r}; known: {', '.join(PAPERS)}")
+    if not paper_exists(name):
+        raise ParamError(f"paper {name!r} is not written yet (no module {PAPERS[name]}); available: {', '.join(available_papers())}")
     return importlib.import_module(PAPERS[name])
 
 # %% ../nbs/core/07_sweep.ipynb #e847fc7e
@@ -44,23 +59,73 @@ def papermill_command(run: Run) -> list[str]:
     return [sys.executable, '-m', 'papermill', str(project_root() / run.notebook), str(run.folder / 'notebook.ipynb'),
             '-y', json.dumps(params), '--cwd', str(project_root()), '-k', 'python3', '--no-progress-bar', '--log-output']
 
+# %% ../nbs/core/07_sweep.ipynb #8a9b3592
+_EXC_LINE = re.compile(r'^[\w.]*(Error|Exception|Interrupt|Exit)\b:?(\s|$)')
+
+def error_lines(log: str, n: int = 12) -> str:
+    "The lines of a run's `log` that say why it failed: from the last exception line on (at most `n` lines)."
+    lines = [l.rstrip() for l in re.sub(r'\x1b\[[0-9;]*m', '', log).splitlines() if l.strip()]
+    starts = [i for i, l in enumerate(lines) if _EXC_LINE.match(l) and not l.startswith('papermill.')
+              and 'Traceback (most recent call last)' not in l]
+    return '\n'.join((lines[starts[-1]:] if starts else lines)[-n:])
+
+# %% ../nbs/core/07_sweep.ipynb #c6f6318f
+@contextmanager
+def _folder_lock(folder: Path):
+    "Hold an exclusive lock on `folder` (waiting, with a note, while another process holds it)."
+    with open(folder / '.sweep.lock', 'w') as f:
+        try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"{folder}: an identical run is in progress; waiting for it", file=sys.stderr)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+def _set_aside_corrupt(folder: Path) -> str | None:
+    "Rename an unreadable `metrics.json` to `metrics.json.corrupt`; returns why it was unreadable (None if fine or absent)."
+    f = folder / 'metrics.json'
+    if not f.exists(): return None
+    try: read_metrics(folder); return None
+    except ValueError as e: why = str(e)
+    os.replace(f, folder / 'metrics.json.corrupt')
+    print(f"{why}: set aside as metrics.json.corrupt; running {folder.name} again", file=sys.stderr)
+    return why
+
+def _failed(run: Run, error: str, **rec) -> dict:
+    "Record `run` as failed in its `failed.json` (when its folder is usable) and return its status."
+    try: write_json(dict(name=run.name, params=run.params, error=error, **rec), run.folder / 'failed.json')
+    except OSError: pass
+    return dict(name=run.name, status='failed', error=error, folder=str(run.folder),
+                **{k: v for k, v in rec.items() if k == 'returncode'})
+
+# %% ../nbs/core/07_sweep.ipynb #08fec8ad
 def execute(run: Run, threads: int | None = None, timeout: float | None = None) -> dict:
     "Execute `run` with papermill unless already complete; returns a status dict (never raises for a failing run)."
-    if is_complete(run.folder): return dict(name=run.name, status='skipped')
-    run.folder.mkdir(parents=True, exist_ok=True)
-    (run.folder / 'failed.json').unlink(missing_ok=True)
-    cmd = papermill_command(run)
-    env = {**os.environ, 'SSL_STUDY_COMMAND': shlex.join(cmd[1:])}
-    if threads: env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    env.pop('IN_TEST', None)   # the scale is explicit; don't let a test harness force smoke settings
-    t0 = time.time()
-    with open(run.folder / 'log.txt', 'w') as log:
-        try: rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout).returncode
-        except subprocess.TimeoutExpired: rc = 'timeout'
-    if rc == 0 and is_complete(run.folder): return dict(name=run.name, status='done', seconds=round(time.time() - t0, 1))
-    tail = (run.folder / 'log.txt').read_text(errors='replace')[-3000:]
-    write_json(dict(name=run.name, params=run.params, returncode=rc, log_tail=tail), run.folder / 'failed.json')
-    return dict(name=run.name, status='failed', returncode=rc)
+    try: run.folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e: return _failed(run, f"cannot use {run.folder} as the run's folder: {e}")
+    with _folder_lock(run.folder):
+        if is_complete(run.folder): return dict(name=run.name, status='skipped')
+        corrupt = _set_aside_corrupt(run.folder)
+        (run.folder / 'failed.json').unlink(missing_ok=True)
+        cmd = papermill_command(run)
+        env = {**os.environ, 'SSL_STUDY_COMMAND': shlex.join(cmd[1:])}
+        if threads: env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        env.pop('IN_TEST', None)   # the scale is explicit; don't let a test harness force smoke settings
+        t0 = time.time()
+        with open(run.folder / 'log.txt', 'w') as log:
+            try: rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout).returncode
+            except subprocess.TimeoutExpired: rc = 'timeout'
+            except OSError as e: log.write(f"{type(e).__name__}: could not start {cmd[0]}: {e}\n"); rc = 'not started'
+        note = {'note': f'redone: {corrupt}'} if corrupt else {}
+        if rc == 0 and is_complete(run.folder): return dict(name=run.name, status='done', seconds=round(time.time() - t0, 1), **note)
+        text = (run.folder / 'log.txt').read_text(errors='replace')
+        if rc == 'timeout': error = f"timed out after {timeout} s; the log ends with:\n{error_lines(text, 4)}"
+        elif rc == 0: error = f"the notebook ended without a valid metrics.json ({_why_incomplete(run.folder)})"
+        else: error = error_lines(text)
+        return _failed(run, error, returncode=rc, log_tail=text[-3000:], **note)
+
+def _why_incomplete(folder: Path) -> str:
+    try: read_metrics(folder); return 'it is valid now'
+    except (ValueError, FileNotFoundError) as e: return str(e)
 
 # %% ../nbs/core/07_sweep.ipynb #94af7beb
 class LocalExecutor:
@@ -74,111 +139,189 @@ class LocalExecutor:
             for f in as_completed(futures): yield f.result()
 
 # %% ../nbs/core/07_sweep.ipynb #09ef8af1
-def plan(paper: str, scale: str, grid: list[dict] | None = None, extra: dict | None = None) -> list[Run]:
-    "The runs of `paper`'s grid (or the given `grid`) at `scale`, each with `extra` parameters added."
+def _checked(mod, scale: str, params: dict) -> tuple[dict, str]:
+    "The run's parameters as the paper validated them, and the run's name (unchecked for a paper without `SPEC`)."
+    if not hasattr(mod, 'SPEC'): return params, mod.run_name(params, scale)
+    try: _, cfg = mod.check_params(scale, **params)
+    except ParamError as e: raise ParamError(f"{mod.PAPER} run with {params}: {e}") from e
+    return {k: cfg[k] for k in params}, mod.run_name(cfg, scale)
+
+def plan(paper: str, scale: str | None = None, grid: list[dict] | None = None, extra: dict | None = None) -> list[Run]:
+    "The runs of `paper`'s grid (or the given `grid`) at `scale` with `extra` parameters, all validated before any runs."
     mod = paper_module(paper); scale = resolve_scale(scale)
-    grid = mod.grid(scale) if grid is None else grid
-    runs = []
-    for g in grid:
-        params = {**g, **(extra or {})}
-        runs.append(Run(mod.PAPER, mod.NOTEBOOK, scale, params, mod.run_name(params, scale)))
-    return runs
+    runs = {}
+    for g in (mod.grid(scale) if grid is None else grid):
+        params, name = _checked(mod, scale, {**g, **(extra or {})})
+        runs.setdefault(name, Run(mod.PAPER, mod.NOTEBOOK, scale, params, name))
+    return list(runs.values())
 
 def sweep(runs: list[Run], executor=None, timeout: float | None = None) -> list[dict]:
-    "Execute `runs` (finished ones are skipped, failing ones recorded); returns their status dicts."
+    "Execute `runs` (finished ones are skipped, failing ones recorded and printed); returns their status dicts."
     executor = executor or LocalExecutor(1)
     threads = getattr(executor, 'threads_per_job', None)
     out = []
     bar = tqdm(total=len(runs), desc='sweep', unit='run')
     for st in executor.map(lambda r: execute(r, threads, timeout), runs):
         out.append(st); bar.update(); bar.set_postfix_str(f"{st['name']}: {st['status']}")
-        if st['status'] == 'failed': print(f"run {st['name']} failed (see its failed.json and log.txt)", file=sys.stderr)
+        if st['status'] == 'failed':
+            tqdm.write(f"run {st['name']} failed:\n  " + st['error'].replace('\n', '\n  ') + f"\n  (see {st['folder']})", file=sys.stderr)
     bar.close()
     return out
 
+# %% ../nbs/core/07_sweep.ipynb #bdea05a2
 def _flat(d: dict) -> dict:
     return {k: v for k, v in d.items() if not isinstance(v, (dict, list))}
 
+def _row(paper: str, scale: str, d: Path) -> dict | None:
+    "The results row of run folder `d` (None if it has not run); ValueError naming a file that cannot be read."
+    if (d / 'metrics.json').exists():
+        rec = read_metrics(d)
+        if not isinstance(rec['params'], dict) or not isinstance(rec['metrics'], dict):
+            raise ValueError(f"{d / 'metrics.json'}: params and metrics must be JSON objects")
+        env = rec['environment'] if isinstance(rec['environment'], dict) else {}
+        return {'paper': paper, 'scale': rec.get('scale', scale), 'run': d.name, 'status': 'done',
+                'wall_seconds': rec.get('wall_seconds'), 'device': env.get('device'), 'git_commit': env.get('git_commit'),
+                **_flat(rec['params']), **_flat(rec['metrics'])}    # a metric wins over a parameter of the same name
+    if (d / 'failed.json').exists():
+        try: rec = json.loads((d / 'failed.json').read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e: raise ValueError(f"{d / 'failed.json'}: not valid JSON ({e})") from e
+        params = rec.get('params') if isinstance(rec, dict) and isinstance(rec.get('params'), dict) else {}
+        return {'paper': paper, 'scale': scale, 'run': d.name, 'status': 'failed', **_flat(params),
+                'error': rec.get('error') if isinstance(rec, dict) else None}
+    return None
+
+# %% ../nbs/core/07_sweep.ipynb #3fa4d292
+def _merge_csv(path: Path, df: pd.DataFrame, papers) -> None:
+    "Write `df` into the csv at `path`, keeping the rows it holds of papers other than `papers`."
+    with open(path.parent / '.results.lock', 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)     # two sweeps finishing together both keep their rows
+        old = pd.DataFrame()
+        if path.exists():
+            try: old = pd.read_csv(path)
+            except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+                print(f"collect: {path} was unreadable ({e}); writing it anew", file=sys.stderr)
+        if 'paper' in old: old = old[~old.paper.isin(list(papers))]
+        frames = [f for f in (old, df) if len(f)]
+        if frames: atomic_write(path, pd.concat(frames, ignore_index=True).to_csv(index=False))
+        elif path.exists(): path.unlink()
+
 def collect(scale: str, papers=None) -> pd.DataFrame:
-    "Gather every run folder of `scale` into one table (one row per run: params, metrics, status) and write `outputs/<scale>/results.csv`."
-    root = outputs_root() / scale; rows = []
-    for paper_dir in sorted(p for p in root.glob('*') if p.is_dir() and p.name in PAPERS):
-        if papers and paper_dir.name not in papers: continue
-        for d in sorted(p for p in paper_dir.iterdir() if p.is_dir()):
-            if (d / 'metrics.json').exists():
-                rec = json.loads((d / 'metrics.json').read_text())
-                env = rec.get('environment', {})
-                rows.append({'paper': paper_dir.name, 'scale': rec.get('scale', scale), 'run': d.name, 'status': 'done',
-                             'wall_seconds': rec.get('wall_seconds'), 'device': env.get('device'), 'git_commit': env.get('git_commit'),
-                             **_flat(rec['params']), **_flat(rec['metrics'])})    # a metric wins over a parameter of the same name
-            elif (d / 'failed.json').exists():
-                rec = json.loads((d / 'failed.json').read_text())
-                rows.append({'paper': paper_dir.name, 'scale': scale, 'run': d.name, 'status': 'failed', **_flat(rec.get('params', {}))})
+    "The table of `papers`' runs at `scale` (default: all papers), merged into `outputs/<scale>/results.csv`."
+    root, papers = outputs_root() / scale, list(papers or PAPERS)
+    rows, bad = [], []
+    for p in papers:
+        if not (root / p).is_dir(): continue
+        for d in sorted(x for x in (root / p).iterdir() if x.is_dir()):
+            try: row = _row(p, scale, d)
+            except (ValueError, OSError) as e:
+                bad.append(str(e)); print(f"collect: skipped {e}", file=sys.stderr); continue
+            if row: rows.append(row)
     df = pd.DataFrame(rows)
-    if len(df):
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = root / f'.results.csv.tmp{os.getpid()}'; df.to_csv(tmp, index=False); os.replace(tmp, root / 'results.csv')
+    if root.is_dir(): _merge_csv(root / 'results.csv', df, papers)
+    df.attrs['bad_files'] = bad
     return df
 
 # %% ../nbs/core/07_sweep.ipynb #5daf792f
+_NONFINITE = {'nan': math.nan, '+nan': math.nan, '-nan': math.nan, 'inf': math.inf, '+inf': math.inf, '-inf': -math.inf,
+              'infinity': math.inf, '+infinity': math.inf, '-infinity': -math.inf}
+
 def _parse_p(pairs) -> dict:
+    "`-p NAME VALUE` pairs as a dict: JSON values where they parse, NaN/infinity as floats, else strings."
     out = {}
     for k, v in pairs or []:
+        if k in ('scale', 'output_name'): raise ParamError(f"-p {k}: set by the runner; use --scale for the scale")
+        if k in out: raise ParamError(f"-p {k} is given twice ({out[k]!r} and {v!r})")
+        if v.strip().lower() in _NONFINITE: out[k] = _NONFINITE[v.strip().lower()]; continue
         try: out[k] = json.loads(v)
         except json.JSONDecodeError: out[k] = v
     return out
 
+def _count(kind, lo):
+    def parse(s: str):
+        v = kind(s)
+        if not (math.isfinite(v) and v >= lo): raise argparse.ArgumentTypeError(f"must be a finite number >= {lo}; got {s}")
+        return v
+    return parse
+
+# %% ../nbs/core/07_sweep.ipynb #c2d959bc
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog='ssl-study', description='Run the ssl_study papers and their ablations.')
     sub = ap.add_subparsers(dest='cmd', required=True)
-    def common(p, papers=True):
-        p.add_argument('--scale', default='quick', choices=SCALES, help='preset scale (default: quick)')
+    def common(p):
+        p.add_argument('--scale', default=None, choices=SCALES, help='preset scale (default: smoke under IN_TEST, else quick)')
         p.add_argument('-p', '--param', nargs=2, action='append', metavar=('NAME', 'VALUE'), help='override a notebook parameter')
-        p.add_argument('--jobs', type=int, default=1, help='runs in parallel on this machine')
-        p.add_argument('--timeout', type=float, default=None, help='seconds per run')
+        p.add_argument('--jobs', type=_count(int, 1), default=1, help='runs in parallel on this machine')
+        p.add_argument('--timeout', type=_count(float, 1), default=None, help='seconds per run')
     common(r := sub.add_parser('run', help="the study's main job: every paper's grid, then its tables and figures"))
-    r.add_argument('--papers', nargs='+', choices=list(PAPERS), default=list(PAPERS))
+    r.add_argument('--papers', nargs='+', choices=list(PAPERS), default=None, help='default: every paper written so far')
     common(s := sub.add_parser('sweep', help="one paper's ablation grid"))
     s.add_argument('paper', choices=list(PAPERS))
     common(n := sub.add_parser('notebook', help='one run of a paper notebook, saved under outputs/'))
     n.add_argument('paper', choices=list(PAPERS))
     c = sub.add_parser('collect', help='gather results.csv and rebuild the tables')
-    c.add_argument('--scale', default='quick', choices=SCALES)
+    c.add_argument('--scale', default=None, choices=SCALES)
     sub.add_parser('list', help='papers, notebooks and grids')
     return ap
 
+# %% ../nbs/core/07_sweep.ipynb #c09fa00c
 def report(scale: str, papers) -> pd.DataFrame:
     "Collect the results of `scale` and write each paper's report into `outputs/<scale>/<paper>/`."
-    df = collect(scale, papers)
+    df, errors = collect(scale, papers), []
     for p in papers:
         sub = df[df.paper == p] if len(df) else df
-        if len(sub): paper_module(p).report(sub, outputs_root() / scale / p)
+        if not len(sub): continue
+        if not (sub.status == 'done').any():
+            print(f"{p}: no finished run at scale {scale!r}, so no tables (each failed run's error is in its failed.json)", file=sys.stderr)
+            continue
+        try: paper_module(p).report(sub, outputs_root() / scale / p)
+        except Exception as e:
+            errors.append(f"{p}: {type(e).__name__}: {e}"); print(f"{p}: writing the report failed: {type(e).__name__}: {e}", file=sys.stderr)
+    df.attrs['report_errors'] = errors
     return df
 
+# %% ../nbs/core/07_sweep.ipynb #1ad18f96
+def _list() -> int:
+    for name in PAPERS:
+        if not paper_exists(name): print(f"{name}: not written yet (no module {PAPERS[name]}), skipped"); continue
+        m = paper_module(name)
+        print(f"{name}: {m.NOTEBOOK}")
+        for sc in SCALES:
+            try: print(f"  {sc}: {len(m.grid(sc))} runs")
+            except Exception as e: print(f"  {sc}: no grid ({type(e).__name__}: {e})")
+        for g in m.grid('quick'): print('   ', g)
+    return 0
+
+def _plan_all(a, scale: str) -> tuple[list[str], list[Run]]:
+    "The papers and runs a `run`/`sweep`/`notebook` command asks for, every run validated."
+    if a.cmd == 'run':
+        papers = a.papers or available_papers()
+        if skipped := [p for p in PAPERS if p not in papers and not a.papers]: print(f"not written yet, skipped: {', '.join(skipped)}")
+    else: papers = [a.paper]
+    extra = _parse_p(a.param)
+    return papers, [r for p in papers for r in plan(p, scale, [{}] if a.cmd == 'notebook' else None, extra)]
+
+# %% ../nbs/core/07_sweep.ipynb #d1271828
 def main(argv=None) -> int:
     "Entry point of the `ssl-study` command."
     a = _parser().parse_args(argv)
-    if a.cmd == 'list':
-        for name in PAPERS:
-            m = paper_module(name)
-            print(f"{name}: {m.NOTEBOOK}")
-            for sc in SCALES: print(f"  {sc}: {len(m.grid(sc))} runs")
-            for g in m.grid('quick'): print('   ', g)
-        return 0
+    if a.cmd == 'list': return _list()
+    scale = resolve_scale(a.scale)
     if a.cmd == 'collect':
-        df = report(a.scale, list(PAPERS)); print(f"{len(df)} runs -> {outputs_root() / a.scale / 'results.csv'}"); return 0
-    extra = _parse_p(a.param)
-    papers = a.papers if a.cmd == 'run' else [a.paper]
-    runs = []
-    for p in papers:
-        grid = [{}] if a.cmd == 'notebook' else None
-        runs += plan(p, a.scale, grid, extra)
-    print(f"{len(runs)} run(s) at scale {a.scale!r}; results under {outputs_root() / a.scale}")
+        df = report(scale, available_papers()); print(f"{len(df)} runs -> {outputs_root() / scale / 'results.csv'}")
+        return 1 if df.attrs['report_errors'] else 0
+    try: papers, runs = _plan_all(a, scale)
+    except (ValueError, FileNotFoundError) as e:     # ParamError, DatasetNotFoundError: nothing has run
+        print(f"ssl-study: {e}", file=sys.stderr); return 2
+    print(f"{len(runs)} run(s) at scale {scale!r}; results under {outputs_root() / scale}")
     status = sweep(runs, LocalExecutor(a.jobs), a.timeout)
-    report(a.scale, papers)
+    df = report(scale, papers)
     failed = [s for s in status if s['status'] == 'failed']
-    for r in runs:
-        if a.cmd == 'notebook': print(f"executed notebook: {r.folder / 'notebook.ipynb'}")
+    if a.cmd == 'notebook':
+        for r in runs: print(f"executed notebook: {r.folder / 'notebook.ipynb'}")
     print(f"done: {sum(s['status'] == 'done' for s in status)}, skipped (already complete): "
           f"{sum(s['status'] == 'skipped' for s in status)}, failed: {len(failed)}")
-    return 1 if failed else 0
+    for s in failed: print(f"  {s['name']} failed: {s['error'].splitlines()[-1] if s['error'] else '?'}", file=sys.stderr)
+    return 1 if failed or df.attrs['report_errors'] else 0
+
+# %% ../nbs/core/07_sweep.ipynb #4bdc74e8
+if __name__ == '__main__' and '__file__' in globals(): sys.exit(main())

@@ -1,8 +1,9 @@
-import os, shutil, sys
+import json, os, shutil, sys
 from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).parent / 'fixtures'
 
 
 @pytest.fixture
@@ -12,6 +13,27 @@ def outputs(tmp_path, monkeypatch):
     monkeypatch.setenv('SSL_STUDY_OUTPUTS', str(out))
     monkeypatch.setenv('SSL_STUDY_CACHE', str(out / 'cache'))
     return out
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    "Register the fixture paper `tiny` (tests/fixtures/tiny_paper.py and .ipynb) with the sweep runner."
+    import ssl_study.sweep as sw
+    monkeypatch.syspath_prepend(str(FIXTURES))
+    monkeypatch.setitem(sw.PAPERS, 'tiny', 'tiny_paper')
+    import tiny_paper
+    return tiny_paper
+
+
+@pytest.fixture
+def fake_runner(monkeypatch):
+    "Run each sweep run with tests/fixtures/fake_papermill.py (a second) instead of papermill and a kernel."
+    import ssl_study.sweep as sw
+    def command(run):
+        params = {**run.params, 'scale': run.scale, 'output_name': run.name}
+        return [sys.executable, str(FIXTURES / 'fake_papermill.py'), json.dumps(params), str(run.folder)]
+    monkeypatch.setattr(sw, 'papermill_command', command)
+    return command
 
 
 def papermill(*args, env=None, timeout=300):

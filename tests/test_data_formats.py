@@ -318,12 +318,18 @@ def test_caltech256(tmp_path):
 
 
 def test_caltech256_clutter(tmp_path):
+    "257.clutter is left out by default: 256 classes (29,780 images in the real set); clutter=True keeps it."
     folders = [f'{i:03d}.c{i}' for i in range(1, 257)] + ['257.clutter']
     write_caltech(tmp_path, folders, 1)
-    full = load_dataset('caltech256', 'all', root=tmp_path)
-    assert len(full) == 257 and num_classes(full) == 257 and full[256][1] == 256
-    no = load_dataset('caltech256', 'all', root=tmp_path, clutter=False)
-    assert len(no) == 256 and get_targets(no).max() == 255 and num_classes(no) == 256
+    base = tmp_path / 'caltech256' / '256_ObjectCategories'
+    for k in (2, 3): jpeg(base / '257.clutter' / f'257_{k:04d}.jpg', color(k), (8, 8))   # 3 clutter images
+    no = load_dataset('caltech256', 'all', root=tmp_path)
+    assert len(no) == 256 and get_targets(no).tolist() == list(range(256)) and num_classes(no) == 256
+    assert close(no[255][0], color(2550 + 1))                                   # the last object class, not clutter
+    tr, te = load_dataset('caltech256', 'train', root=tmp_path), load_dataset('caltech256', 'test', root=tmp_path)
+    assert len(tr) + len(te) == 256 and num_classes(tr) == 256 and 256 not in get_targets(tr).tolist() + get_targets(te).tolist()
+    full = load_dataset('caltech256', 'all', root=tmp_path, clutter=True)
+    assert len(full) == 259 and num_classes(full) == 257 and [full[i][1] for i in (256, 258)] == [256, 256]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -530,3 +536,118 @@ def test_joint_seg_transform_values():
     x, y = joint_seg_transform(10)(Image.new('RGB', (40, 30), (0, 255, 0)), Image.fromarray(m))
     assert x.shape == (3, 10, 10) and torch.allclose(x[1], torch.ones(10, 10)) and x[0].abs().max() == 0
     assert y[5, :5].tolist() == [0] * 5 and y[5, 5:].tolist() == [3] * 5 and y[0].tolist() == [255] * 10
+
+
+# ---------------------------------------------------------------------------------------------------
+# data faults: unreadable images, empty folders, classes missing from a split
+# ---------------------------------------------------------------------------------------------------
+
+def _cut(path, keep=0.5):
+    "Truncate the file at `path` to `keep` of its bytes (an interrupted copy)."
+    data = path.read_bytes(); path.write_bytes(data[:int(len(data) * keep)])
+
+
+def _noisy_jpeg(path, seed=0):
+    "A JPEG of random pixels: every part of the file carries image data, so any cut is detectable."
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(path, quality=90)
+
+
+def test_open_image_names_unreadable_files(tmp_path):
+    import pickle
+    from ssl_study.data import CorruptImageError, DataError, open_image
+    _noisy_jpeg(tmp_path / 'ok.jpg')
+    im = open_image(tmp_path / 'ok.jpg')
+    assert im.size == (32, 32) and np.array_equal(np.asarray(im), np.asarray(Image.open(tmp_path / 'ok.jpg').convert('RGB')))
+    assert open_image(tmp_path / 'ok.jpg', 'L').mode == 'L'
+    (tmp_path / 'cut.jpg').write_bytes((tmp_path / 'ok.jpg').read_bytes()); _cut(tmp_path / 'cut.jpg', 0.9)
+    png(tmp_path / 'cut.png', np.arange(256, dtype=np.uint8).reshape(16, 16).repeat(4, 0)); _cut(tmp_path / 'cut.png')
+    (tmp_path / 'empty.jpg').write_bytes(b'')
+    (tmp_path / 'text.jpg').write_text('not an image')
+    for name in ('cut.jpg', 'cut.png', 'empty.jpg', 'text.jpg'):
+        for draft in (False, True):
+            with pytest.raises(CorruptImageError) as e: open_image(tmp_path / name, draft=draft)
+            assert str(tmp_path / name) in str(e.value) and e.value.path == str(tmp_path / name)
+            assert isinstance(e.value, DataError) and isinstance(e.value, ValueError)
+    assert pickle.loads(pickle.dumps(e.value)).path == e.value.path       # survives DataLoader workers
+    with pytest.raises(FileNotFoundError): open_image(tmp_path / 'missing.jpg')
+
+
+def test_loaders_name_a_truncated_image(tmp_path):
+    from ssl_study.data import CorruptImageError
+    write_tiny_imagenet(tmp_path)
+    bad = tmp_path / 'tiny-imagenet-200' / 'train' / WNIDS[1] / 'images' / f'{WNIDS[1]}_2.JPEG'
+    _noisy_jpeg(bad); _cut(bad)
+    tr = load_dataset('tiny_imagenet', 'train', root=tmp_path)
+    assert close(tr[4][0], color(11))                                     # the others read as before
+    with pytest.raises(CorruptImageError) as e: tr[5]
+    assert str(bad) in str(e.value)
+    with pytest.raises(CorruptImageError) as e: InMemory(tr, progress=False)      # decoding a whole split
+    assert str(bad) in str(e.value)
+    write_caltech(tmp_path, ['001.ak47', '002.american-flag'], 2)
+    cbad = tmp_path / 'caltech256' / '256_ObjectCategories' / '002.american-flag' / '002_0002.jpg'
+    cbad.write_bytes(b'\xff\xd8\xff')
+    with pytest.raises(CorruptImageError) as e: load_dataset('caltech256', 'all', root=tmp_path)[3]
+    assert str(cbad) in str(e.value)
+    for c in ('cat', 'dog'): _noisy_jpeg(tmp_path / 'folder' / c / '0.jpg')
+    _cut(tmp_path / 'folder' / 'dog' / '0.jpg')
+    f = load_dataset('imagefolder', path=tmp_path / 'folder')
+    assert f[0][0].mode == 'RGB'
+    with pytest.raises(CorruptImageError, match='dog/0.jpg'): f[1]
+
+
+def test_verify_images_lists_every_bad_file(tmp_path):
+    from ssl_study.data import CorruptImageError, image_files, verify_images
+    write_tiny_imagenet(tmp_path)
+    base = tmp_path / 'tiny-imagenet-200'
+    tr = load_dataset('tiny_imagenet', 'train', root=tmp_path)
+    assert image_files(tr) == [base / 'train' / w / 'images' / f'{w}_{k}.JPEG' for w in WNIDS for k in range(3)]
+    assert image_files(Subset(Transformed(tr), [8, 0])) == [base / 'train' / WNIDS[2] / 'images' / f'{WNIDS[2]}_2.JPEG',
+                                                          base / 'train' / WNIDS[0] / 'images' / f'{WNIDS[0]}_0.JPEG']
+    assert verify_images(tr, progress=False) == 9
+    bad = [base / 'train' / WNIDS[0] / 'images' / f'{WNIDS[0]}_1.JPEG', base / 'train' / WNIDS[2] / 'images' / f'{WNIDS[2]}_0.JPEG']
+    _noisy_jpeg(bad[0]); _cut(bad[0]); bad[1].write_bytes(b'')
+    with pytest.raises(CorruptImageError) as e: verify_images(Transformed(tr, transform=lambda x: x), progress=False)
+    assert '2 of 9 image files' in str(e.value) and all(str(b) in str(e.value) for b in bad)
+    assert verify_images(Subset(tr, [0, 2, 3, 4, 5]), progress=False) == 5
+    write_caltech(tmp_path, ['001.ak47', '002.american-flag'], 2)
+    cal = load_dataset('caltech256', 'all', root=tmp_path)
+    cbase = tmp_path / 'caltech256' / '256_ObjectCategories'
+    assert image_files(cal) == [cbase / '001.ak47' / '001_0001.jpg', cbase / '001.ak47' / '001_0002.jpg',
+                                cbase / '002.american-flag' / '002_0001.jpg', cbase / '002.american-flag' / '002_0002.jpg']
+    write_davis(tmp_path)
+    assert image_files(load_dataset('davis', 'val', root=tmp_path))[2] == tmp_path / 'DAVIS' / 'JPEGImages' / '480p' / 'dog' / '00000.jpg'
+    with pytest.raises(TypeError): image_files(toy())
+
+
+def test_empty_class_folders_are_named(tmp_path):
+    from ssl_study.data import DataError
+    write_tiny_imagenet(tmp_path)
+    empty = tmp_path / 'tiny-imagenet-200' / 'train' / WNIDS[1] / 'images'
+    for f in empty.iterdir(): f.unlink()
+    with pytest.raises(DataError) as e: load_dataset('tiny_imagenet', 'train', root=tmp_path)
+    assert str(empty) in str(e.value) and WNIDS[1] in str(e.value)
+    write_caltech(tmp_path, ['001.ak47', '002.american-flag', '003.backpack'], 2)
+    for f in (tmp_path / 'caltech256' / '256_ObjectCategories' / '002.american-flag').iterdir(): f.unlink()
+    with pytest.raises(DataError, match='002.american-flag'): load_dataset('caltech256', 'all', root=tmp_path)
+    for c in ('cat', 'dog'): (tmp_path / 'folder' / c).mkdir(parents=True)
+    jpeg(tmp_path / 'folder' / 'cat' / '0.jpg', color(0))
+    with pytest.raises(DatasetNotFoundError, match='dog'): load_dataset('imagefolder', path=tmp_path / 'folder')
+    write_davis(tmp_path)
+    (tmp_path / 'DAVIS' / 'JPEGImages' / '480p' / 'emu').mkdir()
+    with pytest.raises(DataError, match='emu'): load_dataset('davis', 'all', root=tmp_path)
+
+
+def test_check_split_classes(tmp_path):
+    from ssl_study.data import DataError, check_split_classes
+    assert check_split_classes(toy((3, 2, 2)), toy((1, 1, 1))) == [0, 1, 2]
+    with pytest.raises(DataError) as e: check_split_classes(toy((3, 2, 2)), toy((1, 1)))
+    assert str(e.value) == 'the splits have different classes; 1 class(es) in train but not in test: 2'
+    with pytest.raises(DataError, match='in test but not in train: 3'): check_split_classes(toy((1, 1, 1)), toy((1, 1, 1, 1)))
+    with pytest.raises(DataError, match='test split has no labelled items'): check_split_classes(toy(), Subset(toy(), []))
+    write_tiny_imagenet(tmp_path)     # val: 5 images of classes 0, 1, 2, 0, 1
+    tr = load_dataset('tiny_imagenet', 'train', root=tmp_path)
+    va = Subset(load_dataset('tiny_imagenet', 'val', root=tmp_path), [0, 1, 3])        # no image of class 2 left
+    with pytest.raises(DataError) as e: check_split_classes(tr, va)
+    assert f'in train but not in test: 2 ({WNIDS[2]})' in str(e.value)
+    assert check_split_classes(stratified_subset(tr, per_class=1, classes=[0, 1]), stratified_subset(va, per_class=1)) == [0, 1]
