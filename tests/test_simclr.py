@@ -1,0 +1,303 @@
+"The SimCLR-for-segmentation paper: NT-Xent and the authors' variant, the video loss and its sampler, the schedule, the decoder, the label subsets, and bad parameters."
+import math
+import numpy as np, pytest, torch, torch.nn.functional as F
+from ssl_study.ssl import NTXentLoss
+from ssl_study.data import have_dataset
+import ssl_study.simclr as sc
+import ssl_study.simclr_method as sm
+from conftest import papermill
+
+
+# --- NT-Xent (the correct loss the paper trains with) -------------------------------------------------------------
+
+def test_ntxent_closed_form_two_images():
+    e = torch.eye(2)                                   # views z1 = z2 = [[1, 0], [0, 1]]
+    assert math.isclose(NTXentLoss(0.5)(e, e).item(), math.log(1 + 2 * math.exp(-2)), rel_tol=1e-6)
+    assert math.isclose(NTXentLoss(0.5)(e, e).item(), 0.2395, abs_tol=5e-5)
+
+
+def test_ntxent_invariant_to_swapping_views_and_permuting_the_batch():
+    g = torch.Generator().manual_seed(0)
+    z1, z2 = torch.randn(9, 7, generator=g), torch.randn(9, 7, generator=g)
+    loss = NTXentLoss(0.5)
+    perm = torch.randperm(9, generator=g)
+    assert torch.isclose(loss(z1, z2), loss(z2, z1))
+    assert torch.isclose(loss(z1, z2), loss(z1[perm], z2[perm]))
+
+
+def test_ntxent_equals_lightly_on_random_inputs():
+    lightly_loss = pytest.importorskip('lightly.loss')
+    g = torch.Generator().manual_seed(1)
+    for n, d, t in ((4, 8, 0.5), (16, 32, 0.5), (7, 3, 0.2)):
+        z1, z2 = torch.randn(n, d, generator=g), torch.randn(n, d, generator=g)
+        ref = lightly_loss.NTXentLoss(temperature=t)(z1, z2)
+        assert torch.isclose(NTXentLoss(t)(z1, z2), ref, rtol=1e-5), (n, d, t)
+
+
+# --- the authors' variant ------------------------------------------------------------------------------------------
+
+def test_authors_targets_point_at_the_diagonal_for_the_first_half():
+    n = 5
+    right, theirs = sm.ntxent_targets(n).tolist(), sm.ntxent_targets(n, authors=True).tolist()
+    assert right == [5, 6, 7, 8, 9, 0, 1, 2, 3, 4]
+    assert theirs == [0, 1, 2, 3, 4, 0, 1, 2, 3, 4]
+    assert [i for i in range(2 * n) if theirs[i] != right[i]] == [i for i in range(2 * n) if theirs[i] == i] == list(range(n))
+
+
+def test_authors_closed_form_two_images():
+    e = torch.eye(2)   # rows 1-2: target logit 0 among (0, 0, 2, 0); rows 3-4: target 2 among (2, 0, 0, 0)
+    by_hand = (2 * math.log(3 + math.exp(2)) + 2 * (math.log(3 + math.exp(2)) - 2)) / 4
+    assert math.isclose(sm.authors_nt_xent(e, e, 0.5).item(), by_hand, rel_tol=1e-6)
+
+
+def _rows_by_hand(z1, z2, t, targets):
+    "Per-row cross-entropy of u u^T (1 - I) / t, written out with Python floats."
+    u = F.normalize(torch.cat([z1, z2]), dim=1).tolist()
+    out = []
+    for i, j in enumerate(targets):
+        logit = lambda k: 0.0 if k == i else sum(a * b for a, b in zip(u[i], u[k])) / t
+        out.append(math.log(sum(math.exp(logit(k)) for k in range(len(u)))) - logit(j))
+    return out
+
+
+def test_authors_differs_from_correct_labels_exactly_where_they_point_at_the_diagonal():
+    g = torch.Generator().manual_seed(2)
+    n, t = 6, 0.5
+    z1, z2 = torch.randn(n, 10, generator=g), torch.randn(n, 10, generator=g)
+    theirs = sm.authors_nt_xent(z1, z2, t, reduction='none')
+    assert np.allclose(theirs.numpy(), _rows_by_hand(z1, z2, t, sm.ntxent_targets(n, True).tolist()), atol=1e-5)
+    right = torch.tensor(_rows_by_hand(z1, z2, t, sm.ntxent_targets(n).tolist()))   # same logits, correct labels
+    differs = ~torch.isclose(theirs, right, atol=1e-6)
+    assert differs.tolist() == [True] * n + [False] * n
+
+
+def test_authors_equals_ntxent_plus_the_two_extra_terms():
+    "L_authors = L_NT-Xent + mean positive cosine / (2 t) + mean_i log(1 + 1 / D_i), D_i the correct denominators."
+    g = torch.Generator().manual_seed(3)
+    for n, t in ((4, 0.5), (12, 0.5), (5, 0.3)):
+        z1, z2 = torch.randn(n, 16, generator=g), torch.randn(n, 16, generator=g)
+        u = F.normalize(torch.cat([z1, z2]), dim=1).double()
+        s = torch.exp(u @ u.T / t)
+        d = s.sum(1) - s.diagonal()
+        c = F.cosine_similarity(z1.double(), z2.double(), dim=1)
+        expected = NTXentLoss(t)(z1.double(), z2.double()) + c.mean() / (2 * t) + torch.log1p(1 / d).mean()
+        assert math.isclose(sm.authors_nt_xent(z1, z2, t).item(), expected.item(), rel_tol=1e-5)
+
+
+def test_authors_loss_never_below_log2():
+    g = torch.Generator().manual_seed(4)
+    draws = [sm.authors_nt_xent(torch.randn(n, 4, generator=g), torch.randn(n, 4, generator=g), t).item()
+             for n in (1, 2, 8) for t in (0.1, 0.5, 2.0) for _ in range(30)]
+    assert min(draws) > math.log(2)
+    # with one image (no negatives) the floor is reached, exactly when the two views are orthogonal
+    z = torch.randn(2, 1, 8, generator=g).requires_grad_()
+    opt = torch.optim.Adam([z], lr=0.05)
+    for _ in range(300):
+        loss = sm.authors_nt_xent(z[0], z[1]); opt.zero_grad(); loss.backward(); opt.step()
+    assert math.isclose(loss.item(), math.log(2), abs_tol=1e-4)
+    assert abs(F.cosine_similarity(z[0], z[1]).item()) < 0.02
+
+
+def test_contrastive_loss_by_name():
+    assert isinstance(sm.contrastive_loss('correct', 0.5), NTXentLoss)
+    assert isinstance(sm.contrastive_loss('authors', 0.5), sm.AuthorsNTXentLoss)
+    for bad in (dict(name='other'), dict(temperature=0), dict(temperature=float('nan'))):
+        with pytest.raises(ValueError): sm.contrastive_loss(**bad)
+
+
+# --- the video loss and its sampler --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('p', [1, 2, 3, 5])
+def test_video_weights_normalised_and_growing_with_distance(p):
+    w = sm.VideoSimCLRLoss(p=p).weights
+    assert math.isclose(w.sum().item(), 1.0, rel_tol=1e-6) and ((w >= 0) & (w <= 1)).all()
+    assert (w[1:] > w[:-1]).all()
+    assert torch.allclose(w, torch.tensor([i / (p * (p + 1) / 2) for i in range(1, p + 1)]))
+
+
+def test_video_given_weights_are_normalised():
+    assert torch.allclose(sm.VideoSimCLRLoss(weights=[0.1, 0.3, 0.4]).weights, torch.tensor([0.125, 0.375, 0.5]))
+    for bad in (dict(weights=[1.2]), dict(weights=[-0.1, 0.5]), dict(weights=[0.0]), dict(weights=[]), dict(p=0), dict(),
+                dict(p=2, weights=[0.5, 0.5]), dict(p=2, temperature=0)):
+        with pytest.raises(ValueError): sm.VideoSimCLRLoss(**bad)
+
+
+def test_video_loss_with_p1_is_ntxent_of_anchor_and_next_frame():
+    g = torch.Generator().manual_seed(5)
+    z0, z1 = torch.randn(8, 6, generator=g), torch.randn(8, 6, generator=g)
+    assert torch.isclose(sm.VideoSimCLRLoss(p=1)(z0, z1[:, None]), NTXentLoss(0.5)(z0, z1))
+
+
+def test_video_loss_is_the_weighted_sum():
+    g = torch.Generator().manual_seed(6)
+    z0, zs = torch.randn(5, 6, generator=g), torch.randn(5, 3, 6, generator=g)
+    expected = sum(w * NTXentLoss(0.5)(z0, zs[:, i]) for i, w in enumerate((1 / 6, 2 / 6, 3 / 6)))
+    assert torch.isclose(sm.VideoSimCLRLoss(p=3)(z0, zs), expected)
+    with pytest.raises(ValueError): sm.VideoSimCLRLoss(p=2)(z0, zs)
+
+
+@pytest.mark.parametrize('p,k', [(0, 1), (1, 1), (3, 2), (2, 5)])
+def test_frame_tuples_never_span_two_videos(p, k):
+    lengths = [7, 1, 12, 4, 9]
+    videos = np.repeat(np.arange(len(lengths)), lengths)
+    t = sm.frame_tuples(videos.tolist(), p, k).numpy()
+    assert t.shape[1] == p + 1
+    assert (videos[t] == videos[t[:, :1]]).all()                      # one video per tuple
+    assert (np.diff(t, axis=1) == k).all()                            # every k-th frame
+    starts = np.r_[0, np.cumsum(lengths)[:-1]]
+    expected = sum(max(0, len(range(0, n, k)) - p) for n in lengths)  # every sampled anchor with p sampled successors
+    assert len(t) == expected and ((t[:, 0] - starts[videos[t[:, 0]]]) % k == 0).all()
+
+
+@pytest.mark.skipif(not have_dataset('davis'), reason='DAVIS not staged')
+def test_frame_tuples_on_davis():
+    frames, videos = sm.davis_frames(32)
+    assert frames.dtype == torch.uint8 and frames.shape[1:] == (3, 32, 32) and len(set(videos)) == len(sm.DAVIS_ANIMALS)
+    t = sm.frame_tuples(videos, 3, 2)
+    assert all(len({videos[i] for i in row}) == 1 for row in t.tolist())
+
+
+# --- the schedule --------------------------------------------------------------------------------------------------
+
+def _closed_form(epoch, base, spe, warm, restart):
+    if epoch < warm:
+        w = warm * spe
+        return base * (1 / w + (1 - 1 / w) * epoch * spe / w)
+    return base * 0.5 * (1 + math.cos(math.pi * ((epoch - warm) % restart) / restart))
+
+
+@pytest.mark.parametrize('spe,warm,restart', [(1, 10, 50), (7, 10, 50), (3, 2, 5)])
+def test_warmup_restarts_gives_the_intended_lr_at_chosen_epochs(spe, warm, restart):
+    lrs = sm.schedule_lrs(spe, 300, 0.2, warmup_epochs=warm, restart_epochs=restart)
+    for epoch in (0, 1, warm // 2, warm, warm + restart // 2, warm + restart - 1, warm + restart, warm + 2 * restart, 299):
+        assert math.isclose(lrs[epoch * spe], _closed_form(epoch, 0.2, spe, warm, restart), rel_tol=1e-9, abs_tol=1e-12), epoch
+    assert math.isclose(max(lrs), 0.2) and lrs[warm * spe] == max(lrs)
+
+
+def test_warmup_restarts_matches_torch_restarts_after_warmup():
+    "After the warm-up, epoch-start values equal torch's CosineAnnealingWarmRestarts stepped once per epoch."
+    lrs = sm.schedule_lrs(4, 130, 1.0, warmup_epochs=10, restart_epochs=50)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    ref = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=50)
+    for epoch in range(10, 130):
+        assert math.isclose(lrs[4 * epoch], opt.param_groups[0]['lr'], rel_tol=1e-9, abs_tol=1e-12), epoch
+        opt.step(); ref.step()
+
+
+def test_no_warmup():
+    lrs = sm.schedule_lrs(2, 6, 1.0, warmup_epochs=0, restart_epochs=3)
+    assert lrs[0] == 1.0 and lrs[6] == 1.0 and lrs[3] < 1.0
+
+
+# --- networks ------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('arch,stem,size', [('resnet18', 'modified', 32), ('resnet18', 'stock', 64), ('resnet34', 'modified', 48),
+                                             ('resnet18', 'modified', 72), ('resnet34', 'stock', 96)])
+def test_decoder_output_equals_input_resolution(arch, stem, size):
+    net = sm.SegNet(sm.stem_encoder(arch, stem, 32 if stem == 'modified' else 64), n_classes=3).eval()
+    x = torch.rand(2, 3, size, size)
+    assert net(x).shape == (2, 3, size, size)
+
+
+def test_stems():
+    mod, stock = sm.stem_encoder('resnet34', 'modified', 32), sm.stem_encoder('resnet34', 'stock', 32)
+    assert mod.stem[0].kernel_size == (3, 3) and mod.stem[0].stride == (1, 1) and isinstance(mod.stem[3], torch.nn.Identity)
+    assert stock.stem[0].kernel_size == (7, 7) and stock.stem[0].stride == (2, 2) and isinstance(stock.stem[3], torch.nn.MaxPool2d)
+    with pytest.raises(ValueError): sm.stem_encoder('resnet34', 'tiny', 32)
+
+
+def test_projection_head_has_one_hidden_layer_with_bn():
+    head = sm.SimCLRNet(sm.stem_encoder('resnet18', 'modified', 32)).head
+    assert [type(m).__name__ for m in head] == ['Linear', 'BatchNorm1d', 'ReLU', 'Linear']
+
+
+# --- data ----------------------------------------------------------------------------------------------------------
+
+def test_label_subsets_nested_stable_and_counted():
+    for seed in (0, 1, 7):
+        s = [set(sc.label_subset(347, fraction=f, seed=seed)) for f in (0.01, 0.1)] + \
+            [set(sc.label_subset(347, n_labels=37, seed=seed)), set(sc.label_subset(347, fraction=1.0, seed=seed))]
+        assert [len(x) for x in s] == [3, 35, 37, 347]
+        assert s[0] <= s[1] <= s[2] <= s[3] == set(range(347))
+        assert np.array_equal(sc.label_subset(347, 0.1, seed=seed), sc.label_subset(347, 0.1, seed=seed))
+    assert not np.array_equal(sc.label_subset(347, 0.1, seed=0), sc.label_subset(347, 0.1, seed=1))
+    with pytest.raises(ValueError): sc.label_subset(10, n_labels=11)
+
+
+def test_tiny_animals_are_the_imagenet_animal_wnids():
+    assert len(sc.TINY_ANIMALS) == 59 and list(sc.TINY_ANIMALS) == sorted(sc.TINY_ANIMALS)
+    assert all(w < 'n02666196' for w in sc.TINY_ANIMALS)       # ImageNet-1k's animals come before 'abacus'
+
+
+def test_label_fractions_share_one_pretraining():
+    _, a = sc.check_params('smoke', fraction=0.01)
+    _, b = sc.check_params('smoke', n_labels=37, image_size=64, finetune_epochs=3, test_n=4)
+    _, c = sc.check_params('smoke', stem='stock')
+    assert sc.pretrain_settings(a) == sc.pretrain_settings(b) != sc.pretrain_settings(c)
+
+
+# --- grid, names and tables ----------------------------------------------------------------------------------------
+
+def test_grid_names_are_unique_and_valid():
+    for scale in ('smoke', 'quick', 'gpu', 'paper'):
+        g = sc.grid(scale)
+        names = [sc.run_name(p, scale) for p in g]
+        assert len(set(names)) == len(names) and all('%' not in n for n in names)
+        for p in g: sc.check_cfg(sc.SPEC, sc.PRESETS, scale, **p)
+    gpu = sc.grid('gpu')
+    assert {(p['source'], p.get('stem', 'modified'), p.get('loss', 'correct')) for p in gpu if p['seed'] == 2} == \
+        {('none', 'modified', 'correct'), ('cifar10', 'modified', 'correct'), ('tiny_animals', 'modified', 'correct'),
+         ('none', 'stock', 'correct'), ('cifar10', 'stock', 'correct')}
+
+
+def test_tables_verdicts():
+    import pandas as pd
+    rows = []
+    for src, acc in (('none', (50, 60)), ('cifar10', (70, 62)), ('tiny_animals', (69.6, 62)), ('cifar10/stock', (60, 65))):
+        for (pt, n), a in zip((('1%', 3), ('100%', 347)), acc):
+            rows += [dict(status='done', source=src.split('/')[0], stem='stock' if '/' in src else 'modified', loss='correct',
+                          label_point=pt, n_train=n, seed=s,
+                          pixel_acc=(a + 0.5 * s) / 100, miou=0.5) for s in range(3)]
+    claims = sc.tables(pd.DataFrame(rows))['claims'].set_index('claim').ours
+    assert claims.iloc[0] == 'holds; the gain is larger at the fewest labels (1%: +20.0, 100%: +2.0)'
+    assert claims.iloc[1].startswith('not separated')                       # -0.4 and 0: within one std of the difference
+    assert claims.iloc[2].startswith('mixed')                               # modified - stock: +10 at 1%, -3 at 100%
+    assert claims.iloc[3] == 'no runs'
+
+
+@pytest.mark.skipif(not have_dataset('oxford_pets'), reason='Oxford-IIIT Pet not staged')
+def test_report_writes_tables_and_figures(tmp_path):
+    import pandas as pd
+    rows, g = [], torch.Generator().manual_seed(0)
+    for src in ('none', 'cifar10'):
+        for pt, n in (('1%', 3), ('100%', 347)):
+            run = f"{src}-{sc.slug(pt)}"
+            sc.save_samples(tmp_path / run, torch.randint(0, 3, (8, 32, 32), dtype=torch.uint8, generator=g))
+            rows.append(dict(status='done', scale='smoke', run=run, source=src, stem='modified', loss='correct', label_point=pt,
+                             n_train=n, seed=0, pixel_acc=0.5 + 0.1 * (src == 'cifar10'), miou=0.3, image_size=32, test_n=8))
+    names = {p.name for p in sc.report(pd.DataFrame(rows), tmp_path)}
+    assert {'tables.md', 'pixel_acc.csv', 'claims.csv', 'fig2_pixel_acc.png', 'fig3_1pct.png', 'fig3_100pct.png'} <= names
+    md = (tmp_path / 'tables.md').read_text()
+    assert 'bar chart' in md and '60.0' in md and '50.0' in md
+    assert len(np.load(tmp_path / 'none-1pct' / 'samples.npz')['pred']) == 6
+
+
+# --- bad parameters stop the notebook before any work --------------------------------------------------------------
+
+@pytest.mark.parametrize('bad', [dict(source='imagenet'), dict(fraction=0), dict(fraction=0.0), dict(fraction=1.5),
+                                 dict(pretrain_epochs=-1), dict(finetune_epochs=-3), dict(n_labels=0), dict(stem='big'),
+                                 dict(loss='wrong'), dict(image_size=40, stem='stock'), dict(source='cifar10', pretrain_epochs=0),
+                                 dict(source='davis_temporal', loss='authors'), dict(lr=float('inf')), dict(unknown=1)])
+def test_check_params_rejects(bad):
+    with pytest.raises(ValueError): sc.check_params('smoke', **bad)
+
+
+@pytest.mark.parametrize('args,message', [(['-p', 'fraction', '0'], 'fraction must be in (0, 1]'),
+                                          (['-p', 'source', 'imagenet'], "source must be one of")])
+def test_papermill_bad_parameter_fails_before_any_work(tmp_path, args, message):
+    out = tmp_path / 'outputs'
+    r = papermill('nbs/01_simclr.ipynb', tmp_path / 'executed.ipynb', '-p', 'scale', 'smoke', *args,
+                  env={'SSL_STUDY_OUTPUTS': str(out), 'SSL_STUDY_CACHE': str(out / 'cache')})
+    assert r.returncode != 0
+    assert message in r.stdout + r.stderr
+    assert not out.exists() or not [p for p in out.rglob('*') if p.is_file()]
