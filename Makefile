@@ -36,6 +36,7 @@ lab: install data
 
 bench: install data
 	$(BIN)/python benchmarks/overlay_throughput.py
+	$(BIN)/python benchmarks/ssl_epoch.py
 
 clean-outputs:
 	rm -rf outputs/smoke outputs/quick outputs/cache

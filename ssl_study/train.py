@@ -69,16 +69,26 @@ def to_device(batch, device):
     if isinstance(batch, dict): return {k: to_device(v, device) for k, v in batch.items()}
     return batch
 
+# %% ../nbs/core/02_train.ipynb #418931db
+def _compiled(model: nn.Module, compile: bool, device: torch.device, progress: bool = True) -> nn.Module:
+    "The module `fit` hands to `step`: `torch.compile(model)` (same parameters) on CUDA when `compile`, else `model`."
+    if not compile: return model
+    if device.type != 'cuda':
+        if progress: print(f'fit: compile=True ignored on {device.type} (torch.compile is used on CUDA only)')
+        return model
+    return torch.compile(model)
+
 # %% ../nbs/core/02_train.ipynb #074289b3
 def fit(model: nn.Module, dl, step: Callable, opt: torch.optim.Optimizer, epochs: int, *,
         sched=None, evaluate: Callable | None = None, ckpt=None, seed: int = 0, device=None,
-        amp: bool | None = None, desc: str = 'fit', on_epoch_end: Callable | None = None,
+        amp: bool | None = None, compile: bool = False, desc: str = 'fit', on_epoch_end: Callable | None = None,
         progress: bool = True) -> list[dict]:
     "Train `model` with `step(model, batch) -> loss` for `epochs` epochs; resumable from `ckpt`."
     device = torch.device(device) if device is not None else default_device()
     amp = (device.type == 'cuda') if amp is None else amp
     model.to(device)
     if device.type == 'cuda': model.to(memory_format=torch.channels_last)
+    net = _compiled(model, compile, device, progress)
     history, start = [], 0
     if ckpt is not None and Path(ckpt).exists():
         state = torch.load(ckpt, map_location=device, weights_only=False)
@@ -93,7 +103,7 @@ def fit(model: nn.Module, dl, step: Callable, opt: torch.optim.Optimizer, epochs
         for batch in tqdm(dl, desc=f"{desc} {epoch + 1}/{epochs}", leave=False, disable=not progress, mininterval=1):
             batch = to_device(batch, device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss = step(model, batch)
+                loss = step(net, batch)
             opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
             if sched is not None: sched.step()
             n = len(batch[0]) if isinstance(batch, (list, tuple)) else len(batch)
