@@ -74,8 +74,8 @@ def _loader(ds: TensorDataset, batch_size: int, drop_last: bool, seed: int, devi
 
 def pretrain(name: str, settings: dict, build: Callable, step: Callable, data, *, epochs: int, batch_size: int,
              make_opt: Callable, make_sched: Callable | None = None, seed: int = 0, device=None, compile: bool = False,
-             desc: str = 'pre-train', drop_last: bool = True) -> tuple[dict, bool]:
-    "Pre-train `build()` with `step` on `data` (cached, resumable); returns (dict(state=..., history=[...]), cache hit)."
+             desc: str = 'pre-train', drop_last: bool = True, evaluate: Callable | None = None) -> tuple[dict, bool]:
+    "Pre-train `build()` with `step` on `data` (cached, resumable; `evaluate(model) -> dict` adds per-epoch monitors to the history); returns (dict(state=..., history=[...]), cache hit)."
     check_number('epochs', epochs, 0, integer=True); check_number('batch_size', batch_size, 1, integer=True)
     ds = data if isinstance(data, TensorDataset) else TensorDataset(*data)
     def train(folder: Path) -> dict:
@@ -85,7 +85,7 @@ def pretrain(name: str, settings: dict, build: Callable, step: Callable, data, *
         opt = make_opt(model.parameters())
         sched = make_sched(opt, epochs * len(dl)) if make_sched is not None else None
         hist = fit(model, dl, step, opt, epochs, sched=sched, ckpt=folder / 'pretrain.ckpt', seed=seed, device=device,
-                   compile=compile, desc=desc)
+                   compile=compile, desc=desc, evaluate=evaluate)
         return dict(state={k: v.detach().cpu() for k, v in model.state_dict().items()}, history=hist)
     key = {**settings, 'fit': dict(epochs=epochs, batch_size=batch_size, seed=seed, drop_last=drop_last)}
     return pretrained(name, key, train, data=ds)

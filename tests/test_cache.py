@@ -113,3 +113,16 @@ def test_pretrain_resume_after_kill_is_bit_identical(outputs, monkeypatch, tmp_p
     assert [h['loss'] for h in resumed['history']] == [h['loss'] for h in ref['history']]
     assert [h['lr'] for h in resumed['history']] == [h['lr'] for h in ref['history']]
     assert all(torch.equal(ref['state'][k], resumed['state'][k]) for k in ref['state'])
+
+
+def test_pretrain_passes_evaluate_into_the_history(outputs):
+    "Per-epoch monitors (e.g. SimSiam's collapse monitor) reach the cached history, evaluated on the trained weights."
+    data = TensorDataset(*_images())
+    seen = []
+    def monitor(model):
+        w = model.head.weight.detach().clone(); seen.append(w)
+        return dict(head_norm=w.norm().item())
+    r, _ = _pretrain(data, epochs=2, evaluate=monitor)
+    assert [h['head_norm'] for h in r['history']] == pytest.approx([w.norm().item() for w in seen])
+    assert torch.equal(seen[-1], r['state']['head.weight'])                   # the last call saw the final weights
+    assert not torch.equal(seen[0], seen[1])
