@@ -57,7 +57,7 @@ def _decode(ds: Dataset, size: int, desc: str, num_workers: int, progress: bool)
     "Every (image, label) of `ds` (images already uint8 (3, size, size)) into two preallocated tensors."
     xs, ys, k = torch.empty(len(ds), 3, size, size, dtype=torch.uint8), torch.empty(len(ds), dtype=torch.int64), 0
     with tqdm(total=len(ds), desc=desc, unit='img', disable=not progress, leave=False) as bar:
-        for x, y in DataLoader(ds, batch_size=256, num_workers=num_workers):
+        for x, y in DataLoader(ds, batch_size=256, num_workers=num_workers, generator=torch.Generator()):  # leaves the global RNG alone
             xs[k:k + len(x)], ys[k:k + len(x)] = x, y; k += len(x); bar.update(len(x))
     return xs, ys
 

@@ -179,3 +179,11 @@ def test_loader_picks_the_fast_path_for_tensors(folder):
 def test_tensor_loader_on_cuda():
     dl = loader(TensorDataset(torch.arange(10), torch.arange(10)), 4, shuffle=True, device='cuda')
     assert isinstance(dl, TensorLoader) and all(t.device.type == 'cuda' for b in dl for t in b)
+
+
+def test_a_cache_miss_leaves_the_global_rng_alone(folder):
+    "Decoding on a miss must not draw from torch's global RNG, or what is seeded before it would depend on the cache."
+    torch.manual_seed(0); ref = torch.rand(3)
+    torch.manual_seed(0); _split(folder); after_miss = torch.rand(3)
+    torch.manual_seed(0); _split(folder); after_hit = torch.rand(3)
+    assert torch.equal(after_miss, ref) and torch.equal(after_hit, ref)
