@@ -9,7 +9,7 @@ JOBS   ?= 2
 SHARED_DATA ?= ../shared/data
 export SSL_STUDY_DATA ?= $(HOME)/.cache/ssl_study/data
 
-.PHONY: install data study test lab bench clean-outputs readme
+.PHONY: install data browser study test lab bench clean-outputs readme
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,10 +24,18 @@ data:
 	@if [ -x "$(SHARED_DATA)/stage" ]; then "$(SHARED_DATA)/stage" "$(SSL_STUDY_DATA)"; \
 	else echo "data: no $(SHARED_DATA)/stage; datasets are read from $(SSL_STUDY_DATA) (see README)"; fi
 
+# Debian's Chromium, for tests/test_jupyterlab.py (a reader's Run All Cells in JupyterLab); that test skips without it.
+browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing chromium (apt-get) for the JupyterLab browser test"; \
+	  apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	else echo "browser: no /usr/bin/chromium and not root: tests/test_jupyterlab.py will be skipped"; fi
+
 study: install data
 	$(BIN)/ssl-study run --scale $(SCALE) --jobs $(JOBS) $(if $(PAPERS),--papers $(PAPERS))
 
-test: install data
+test: install data browser
 	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --timing
 	$(BIN)/python -m pytest tests -q
 
