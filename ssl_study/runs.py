@@ -11,8 +11,9 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['SCALES', 'COMMON_SPEC', 'REQUIRED_KEYS', 'ParamError', 'resolve_scale', 'check_choice', 'check_number', 'Param',
            'Int', 'Float', 'Choice', 'Bool', 'Str', 'check_cfg', 'resolve_params', 'notebook_overrides', 'project_root',
-           'outputs_root', 'short_hash', 'run_id', 'run_dir', 'git_commit', 'environment', 'atomic_write', 'write_json',
-           'write_text', 'save_metrics', 'read_metrics', 'is_complete', 'mean_std', 'RunContext', 'start_run', 'finish']
+           'outputs_root', 'short_hash', 'run_id', 'run_dir', 'git_commit', 'environment', 'is_main_process',
+           'atomic_write', 'write_json', 'write_text', 'save_metrics', 'read_metrics', 'is_complete', 'mean_std',
+           'RunContext', 'start_run', 'finish']
 
 # %% ../nbs/core/05_runs.ipynb #856ccf5f
 SCALES = ('smoke', 'quick', 'gpu', 'paper')
@@ -172,9 +173,17 @@ def environment() -> dict:
                 time=time.strftime('%Y-%m-%dT%H:%M:%S%z'))
 
 # %% ../nbs/core/05_runs.ipynb #22ff7a4c
+def is_main_process() -> bool:
+    "False on the ranks other than 0 of a multi-process (torchrun) run: only rank 0 writes files."
+    td = sys.modules.get('torch.distributed')
+    if td is not None and td.is_available() and td.is_initialized(): return td.get_rank() == 0
+    return os.environ.get('RANK', '0') in ('', '0')
+
 def atomic_write(path, data: str | bytes) -> Path:
-    "Write `data` to `path` through a temporary file and an atomic rename."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    "Write `data` to `path` through a temporary file and an atomic rename (on rank 0 only; see `is_main_process`)."
+    path = Path(path)
+    if not is_main_process(): return path
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_bytes(data) if isinstance(data, bytes) else tmp.write_text(data)
     os.replace(tmp, path)
@@ -255,7 +264,8 @@ def start_run(paper: str, scale: str, cfg: dict, name: str, device=None) -> RunC
     return RunContext(paper, scale, dict(cfg), folder, device, time.time(), lock=lock)
 
 def finish(run: RunContext, metrics: dict, *, figs: dict | None = None, histories: dict | None = None) -> Path:
-    "Save the figures (png) and histories, then `metrics.json` last; remove the run's resume checkpoints."
+    "Save the figures (png) and histories, then `metrics.json` last; remove the run's resume checkpoints (rank 0 only)."
+    if not is_main_process(): return run.folder / 'metrics.json'    # another rank of a torchrun job: rank 0 writes
     from ssl_study.plots import save_fig
     for name, fig in {**run.figs, **(figs or {})}.items(): save_fig(fig, run.folder / f'{name}.png')
     hist = {**run.histories, **(histories or {})}

@@ -8,7 +8,9 @@ import math, os
 from pathlib import Path
 from urllib.parse import urlparse
 import torch, torch.nn as nn, torch.nn.functional as F, torchvision
+import torch.distributed as dist
 from .models import ResNetEncoder
+from .train import rank, world_size
 
 # %% auto #0
 __all__ = ['BACKBONES', 'vit_patch', 'TimmBackbone', 'TimmCNN', 'backbone', 'mlp', 'NTXentLoss', 'NegativeCosineSimilarity']
@@ -149,27 +151,46 @@ def mlp(dims, *, bn: bool = True, last_bn: bool = False, last_bn_affine: bool = 
     return nn.Sequential(*layers)
 
 # %% ../nbs/core/08_ssl.ipynb #5a97466a
+class _Gather(torch.autograd.Function):
+    "all_gather with a gradient: (n, D) on each of W ranks -> (W n, D) in rank order; backward sums the ranks' gradients."
+    @staticmethod
+    def forward(ctx, x):
+        out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(out, x.contiguous())
+        return torch.cat(out)
+    @staticmethod
+    def backward(ctx, g):
+        g = g.contiguous().clone(); dist.all_reduce(g)       # every rank's loss depends on this rank's rows
+        n = len(g) // dist.get_world_size()
+        return g[dist.get_rank() * n:(dist.get_rank() + 1) * n]
+
 class NTXentLoss(nn.Module):
     r"""SimCLR's NT-Xent loss (Chen et al. 2020, "A Simple Framework for Contrastive Learning of Visual
     Representations", eq. 1). With u = normalize([z1; z2]) (2N unit vectors) and j(i) the other view of image i,
         loss = mean over the 2N anchors i of -log( exp(u_i.u_j(i) / t) / sum_{k != i} exp(u_i.u_k / t) ).
-    Shapes: z1, z2 (N, D), the two views' projections in the same image order -> scalar. `temperature` t > 0."""
-    def __init__(self, temperature: float = 0.5):
+    Shapes: z1, z2 (N, D), the two views' projections in the same image order -> scalar. `temperature` t > 0.
+    With `gather` (default) in a torch.distributed group of W > 1 processes, every rank holding its n = N / W
+    images: the u of all ranks are gathered (with their gradients), k runs over all 2N of them, and each rank
+    returns the mean over its own 2n anchors; DDP's average of the ranks' gradients is then the gradient of the
+    loss over the global batch (SimCLR's negatives from every device), and the ranks' mean loss is that loss."""
+    def __init__(self, temperature: float = 0.5, gather: bool = True):
         super().__init__()
         t = temperature
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
             raise ValueError(f"temperature must be a finite number > 0; got {t!r}")
-        self.temperature = float(t)
+        if not isinstance(gather, bool): raise ValueError(f"gather must be True or False; got {gather!r}")
+        self.temperature, self.gather = float(t), gather
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         if z1.ndim != 2 or z1.shape != z2.shape:
             raise ValueError(f"NTXentLoss needs z1, z2 of the same shape (N, D); got {tuple(z1.shape)}, {tuple(z2.shape)}")
         n = len(z1)
         u = F.normalize(torch.cat([z1, z2]), dim=1)
-        self_pairs = torch.eye(2 * n, dtype=torch.bool, device=u.device)
-        logits = (u @ u.T / self.temperature).masked_fill(self_pairs, float('-inf'))
-        positives = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(u.device)
-        return F.cross_entropy(logits, positives)
+        w, r = (world_size(), rank()) if self.gather else (1, 0)
+        u_all = torch.cat([_Gather.apply(u[:n]), _Gather.apply(u[n:])]) if w > 1 else u     # [z1 of every rank; z2 of every rank]
+        mine = torch.cat([torch.arange(n) + r * n, torch.arange(n) + (w + r) * n]).to(u.device)   # this rank's anchors in u_all
+        logits = (u @ u_all.T / self.temperature).masked_fill(F.one_hot(mine, len(u_all)).bool(), float('-inf'))
+        return F.cross_entropy(logits, mine.roll(n))        # the positive of z1's anchor i is z2's i, and back
 
 # %% ../nbs/core/08_ssl.ipynb #973d424a
 class NegativeCosineSimilarity(nn.Module):

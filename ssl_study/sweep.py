@@ -4,19 +4,20 @@
 
 # %% ../nbs/core/07_sweep.ipynb #6c5f193d
 from __future__ import annotations
-import argparse, fcntl, importlib, importlib.util, json, math, os, re, shlex, subprocess, sys, time
+import argparse, fcntl, functools, importlib, importlib.util, json, math, os, re, shlex, subprocess, sys, time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 import pandas as pd
+from fastcore.basics import patch
 from tqdm.auto import tqdm
 from .runs import (SCALES, ParamError, atomic_write, is_complete, outputs_root, project_root, read_metrics,
                             resolve_scale, run_dir, write_json)
 
 # %% auto #0
-__all__ = ['PAPERS', 'paper_exists', 'available_papers', 'paper_module', 'Run', 'papermill_command', 'error_lines', 'execute',
-           'LocalExecutor', 'plan', 'sweep', 'collect', 'report', 'main']
+__all__ = ['PAPERS', 'JOB_MARGIN_MIN', 'paper_exists', 'available_papers', 'paper_module', 'Run', 'papermill_command',
+           'error_lines', 'execute', 'LocalExecutor', 'SlurmExecutor', 'plan', 'sweep', 'collect', 'report', 'main']
 
 # %% ../nbs/core/07_sweep.ipynb #a13e1aa5
 PAPERS = {'pyramid': 'ssl_study.pyramid', 'simclr': 'ssl_study.simclr', 'simsiam': 'ssl_study.simsiam',
@@ -138,6 +139,71 @@ class LocalExecutor:
             futures = [pool.submit(fn, it) for it in items]
             for f in as_completed(futures): yield f.result()
 
+# %% ../nbs/core/07_sweep.ipynb #4bf8760b
+def _submitit():
+    "The `submitit` module, or an ImportError that says how to install it (an optional extra)."
+    try: import submitit, submitit.helpers
+    except ImportError as e: raise ImportError("--executor slurm needs submitit: pip install -e '.[cluster]'") from e
+    return submitit
+
+def _job_record(job, cluster: str) -> dict:
+    "What `slurm.json` says about a run's job: its id and where submitit keeps its logs."
+    return dict(job_id=str(job.job_id), cluster=cluster, stdout=str(job.paths.stdout), stderr=str(job.paths.stderr),
+                submitit_folder=str(job.paths.folder), submitted=time.strftime('%Y-%m-%dT%H:%M:%S'))
+
+def _job_log(job) -> str:
+    "The end of a job's stderr and stdout (submitit's log files), as far as they exist."
+    return '\n'.join(p.read_text(errors='replace')[-3000:] for p in (job.paths.stderr, job.paths.stdout) if p.exists())
+
+# %% ../nbs/core/07_sweep.ipynb #8992ccc8
+class SlurmExecutor:
+    "Run `fn(run)` for each run as one task of a SLURM job array (submitit); yields the status dicts as jobs end."
+    threads_per_job = None        # the job's CPUs are SLURM's to give
+    def __init__(self, folder, *, timeout_min: int, partition: str | None = None, gpus_per_node: int | None = None,
+                 mem_gb: float | None = None, account: str | None = None, extra: dict | None = None,
+                 max_parallel: int | None = None, cluster: str = 'slurm', poll_s: float | None = None):
+        self.folder, self.cluster = Path(folder), cluster
+        self.executor = _submitit().AutoExecutor(folder=self.folder / '%j', cluster=cluster)
+        self.executor.update_parameters(name='ssl-study', timeout_min=int(timeout_min), mem_gb=mem_gb,
+            gpus_per_node=gpus_per_node, slurm_partition=partition, slurm_account=account,
+            slurm_additional_parameters=extra or None, slurm_array_parallelism=max_parallel)
+        self.poll_s = (30 if cluster == 'slurm' else 0.5) if poll_s is None else poll_s
+
+    def submit(self, fn, runs: list) -> list:
+        "Submit `fn(run)` for each of `runs` as one job array; each run folder gets its job's `slurm.json`."
+        jobs = self.executor.map_array(fn, runs) if runs else []
+        for run, job in zip(runs, jobs):
+            try: run.folder.mkdir(parents=True, exist_ok=True); write_json(_job_record(job, self.cluster), run.folder / 'slurm.json')
+            except OSError: pass        # the job itself reports an unusable run folder
+        return jobs
+
+# %% ../nbs/core/07_sweep.ipynb #9b8cc3fd
+@patch
+def map(self: SlurmExecutor, fn, runs):
+    "Yield 'skipped' for finished runs, submit the others, then yield each job's result (or its failure) as it ends."
+    finished = [is_complete(r.folder) for r in runs]
+    for r, f in zip(runs, finished):
+        if f: yield dict(name=r.name, status='skipped')
+    if not (todo := [r for r, f in zip(runs, finished) if not f]): return
+    jobs = self.submit(fn, todo)
+    tqdm.write(f"{len(jobs)} job(s) submitted ({self.cluster}, job {jobs[0].job_id.split('_')[0]}); submitit's logs under {self.folder}")
+    run_of = {id(j): r for j, r in zip(jobs, todo)}
+    try:
+        for job in _submitit().helpers.as_completed(jobs, poll_frequency=self.poll_s):
+            try: yield job.result()
+            except Exception as e: yield self._lost(run_of[id(job)], job, e)
+    except KeyboardInterrupt:
+        print("interrupted: the submitted jobs keep running; `ssl-study collect` gathers their results later, and "
+              "the same command again skips the runs that finished", file=sys.stderr); raise
+
+@patch
+def _lost(self: SlurmExecutor, run, job, e: Exception) -> dict:
+    "The status of a run whose job ended without a result (time limit, memory, lost node, cancelled)."
+    head, *body = re.split(r'\n-{10,}\n', str(e).strip() or type(e).__name__)    # submitit: reason, rule, trace or stderr
+    why = ' '.join(l for l in head.splitlines() if not l.startswith('Error stream'))
+    error = f"job {job.job_id} ended without a result: {why}" + (f"\n{error_lines(body[0], 6)}" if body else '')
+    return _failed(run, error, job_id=str(job.job_id), log_tail=_job_log(job)[-3000:])
+
 # %% ../nbs/core/07_sweep.ipynb #09ef8af1
 def _checked(mod, scale: str, params: dict) -> tuple[dict, str]:
     "The run's parameters as the paper validated them, and the run's name (unchecked for a paper without `SPEC`)."
@@ -156,12 +222,12 @@ def plan(paper: str, scale: str | None = None, grid: list[dict] | None = None, e
     return list(runs.values())
 
 def sweep(runs: list[Run], executor=None, timeout: float | None = None) -> list[dict]:
-    "Execute `runs` (finished ones are skipped, failing ones recorded and printed); returns their status dicts."
+    "Execute `runs` with `executor` (finished ones are skipped, failing ones recorded and printed); returns their status dicts."
     executor = executor or LocalExecutor(1)
     threads = getattr(executor, 'threads_per_job', None)
     out = []
     bar = tqdm(total=len(runs), desc='sweep', unit='run')
-    for st in executor.map(lambda r: execute(r, threads, timeout), runs):
+    for st in executor.map(functools.partial(execute, threads=threads, timeout=timeout), runs):
         out.append(st); bar.update(); bar.set_postfix_str(f"{st['name']}: {st['status']}")
         if st['status'] == 'failed':
             tqdm.write(f"run {st['name']} failed:\n  " + st['error'].replace('\n', '\n  ') + f"\n  (see {st['folder']})", file=sys.stderr)
@@ -243,15 +309,47 @@ def _count(kind, lo):
         return v
     return parse
 
+# %% ../nbs/core/07_sweep.ipynb #9543e7c3
+_UNITS = {'s': 1, 'm': 60, 'h': 3600}
+def _duration(s: str) -> float:
+    "Seconds from `90`, `90s`, `30m` or `2h`."
+    v, unit = (s[:-1], s[-1].lower()) if s and s[-1].lower() in _UNITS else (s, 's')
+    try: secs = float(v) * _UNITS[unit]
+    except ValueError: raise argparse.ArgumentTypeError(f"a duration is seconds or a number with s, m or h (90, 30m, 2h); got {s}")
+    if not (math.isfinite(secs) and secs >= 1): raise argparse.ArgumentTypeError(f"must be at least 1 second; got {s}")
+    return secs
+
+_OWN_FLAG = {'partition': '--partition', 'account': '--account', 'time': '--timeout', 'mem': '--mem', 'gpus-per-node': '--gpus-per-node'}
+def _slurm_extra(words) -> dict:
+    "`--slurm-extra KEY=VALUE ...` as sbatch options (a bare KEY is a flag); keys with their own flag are refused."
+    out = {}
+    for w in words or []:
+        k, sep, v = w.partition('=')
+        k = k.strip().lstrip('-').replace('_', '-')
+        if not k: raise ParamError(f"--slurm-extra {w!r}: expected KEY=VALUE")
+        if k in _OWN_FLAG: raise ParamError(f"--slurm-extra {k}: use {_OWN_FLAG[k]}")
+        if k in out: raise ParamError(f"--slurm-extra {k} is given twice")
+        out[k] = v if sep else True
+    return out
+
 # %% ../nbs/core/07_sweep.ipynb #c2d959bc
+def _cluster_args(p):
+    p.add_argument('--executor', choices=('local', 'slurm'), default='local', help='this machine (default), or SLURM jobs through submitit')
+    g = p.add_argument_group('SLURM (with --executor slurm)')
+    g.add_argument('--partition', help='SLURM partition'); g.add_argument('--account', help='SLURM account')
+    g.add_argument('--gpus-per-node', type=_count(int, 0), help='GPUs per job')
+    g.add_argument('--mem', type=_count(float, 0), metavar='GB', help='memory per job, in GB')
+    g.add_argument('--slurm-extra', nargs='+', action='extend', metavar='KEY=VALUE', help='other sbatch options, e.g. qos=high constraint=a100')
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog='ssl-study', description='Run the ssl_study papers and their ablations.')
     sub = ap.add_subparsers(dest='cmd', required=True)
     def common(p):
         p.add_argument('--scale', default=None, choices=SCALES, help='preset scale (default: smoke under IN_TEST, else quick)')
         p.add_argument('-p', '--param', nargs=2, action='append', metavar=('NAME', 'VALUE'), help='override a notebook parameter')
-        p.add_argument('--jobs', type=_count(int, 1), default=1, help='runs in parallel on this machine')
-        p.add_argument('--timeout', type=_count(float, 1), default=None, help='seconds per run')
+        p.add_argument('--jobs', type=_count(int, 1), default=None, help='runs at once (default: 1 here, no limit on SLURM)')
+        p.add_argument('--timeout', type=_duration, default=None, help='time limit of each run: seconds, or 30m, 2h')
+        _cluster_args(p)
     common(r := sub.add_parser('run', help="the study's main job: every paper's grid, then its tables and figures"))
     r.add_argument('--papers', nargs='+', choices=list(PAPERS), default=None, help='default: every paper written so far')
     common(s := sub.add_parser('sweep', help="one paper's ablation grid"))
@@ -262,6 +360,22 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument('--scale', default=None, choices=SCALES)
     sub.add_parser('list', help='papers, notebooks and grids')
     return ap
+
+# %% ../nbs/core/07_sweep.ipynb #dbcc85ee
+JOB_MARGIN_MIN = 5     # a SLURM job's limit beyond its run's --timeout, so the run's own timeout ends it first
+
+def _executor(a, scale: str):
+    "The executor the command line `a` asks for."
+    slurm = dict(partition=a.partition, account=a.account, gpus_per_node=a.gpus_per_node, mem_gb=a.mem,
+                 extra=_slurm_extra(a.slurm_extra))
+    if a.executor == 'local':
+        flags = dict(partition='--partition', account='--account', gpus_per_node='--gpus-per-node', mem_gb='--mem', extra='--slurm-extra')
+        if given := [flags[k] for k, v in slurm.items() if v not in (None, {})]:
+            raise ParamError(f"{', '.join(given)}: only with --executor slurm")
+        return LocalExecutor(a.jobs or 1)
+    if a.timeout is None: raise ParamError('--executor slurm needs --timeout, the time limit of each run (e.g. --timeout 2h)')
+    return SlurmExecutor(outputs_root() / scale / 'slurm', timeout_min=math.ceil(a.timeout / 60) + JOB_MARGIN_MIN,
+                         max_parallel=a.jobs, **slurm)
 
 # %% ../nbs/core/07_sweep.ipynb #c09fa00c
 def report(scale: str, papers) -> pd.DataFrame:
@@ -309,11 +423,11 @@ def main(argv=None) -> int:
     if a.cmd == 'collect':
         df = report(scale, available_papers()); print(f"{len(df)} runs -> {outputs_root() / scale / 'results.csv'}")
         return 1 if df.attrs['report_errors'] else 0
-    try: papers, runs = _plan_all(a, scale)
-    except (ValueError, FileNotFoundError) as e:     # ParamError, DatasetNotFoundError: nothing has run
+    try: papers, runs = _plan_all(a, scale); executor = _executor(a, scale)
+    except (ValueError, FileNotFoundError, ImportError) as e:     # ParamError, DatasetNotFoundError, no submitit: nothing has run
         print(f"ssl-study: {e}", file=sys.stderr); return 2
     print(f"{len(runs)} run(s) at scale {scale!r}; results under {outputs_root() / scale}")
-    status = sweep(runs, LocalExecutor(a.jobs), a.timeout)
+    status = sweep(runs, executor, a.timeout)
     df = report(scale, papers)
     failed = [s for s in status if s['status'] == 'failed']
     if a.cmd == 'notebook':

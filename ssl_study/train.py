@@ -5,14 +5,18 @@
 # %% ../nbs/core/02_train.ipynb #590efcae
 from __future__ import annotations
 import math, os, random, time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
-import numpy as np, torch, torch.nn as nn
-from torch.utils.data import DataLoader, Dataset
+import numpy as np, torch, torch.nn as nn, torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 from tqdm.auto import tqdm
+from .runs import is_main_process
 
 # %% auto #0
-__all__ = ['seed_everything', 'default_device', 'make_loader', 'epoch_seed', 'warmup_cosine', 'save_atomic', 'to_device', 'fit']
+__all__ = ['seed_everything', 'default_device', 'rank', 'world_size', 'alone', 'make_loader', 'epoch_seed', 'warmup_cosine',
+           'save_atomic', 'to_device', 'TensorShard', 'shard', 'fit']
 
 # %% ../nbs/core/02_train.ipynb #509e60b7
 def seed_everything(seed: int = 0) -> None:
@@ -25,6 +29,26 @@ def default_device() -> torch.device:
     if torch.cuda.is_available(): return torch.device('cuda')
     if getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available(): return torch.device('mps')
     return torch.device('cpu')
+
+_alone = False      # True while one rank works by itself (fit's `evaluate`, on rank 0)
+
+def _grouped() -> bool: return not _alone and dist.is_available() and dist.is_initialized()
+
+def rank() -> int:
+    "This process's rank in its process group (0 without one: a single process)."
+    return dist.get_rank() if _grouped() else 0
+
+def world_size() -> int:
+    "The number of processes in the group (1 without one, or inside `alone()`)."
+    return dist.get_world_size() if _grouped() else 1
+
+@contextmanager
+def alone():
+    "Inside, this process acts as a single one (`world_size()` 1: a nested `fit` or a gathering loss needs no other rank)."
+    global _alone
+    before, _alone = _alone, True
+    try: yield
+    finally: _alone = before
 
 # %% ../nbs/core/02_train.ipynb #99b28021
 def make_loader(ds: Dataset, batch_size: int, shuffle: bool = False, drop_last: bool = False,
@@ -40,9 +64,12 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch
 
 def _reseed(dl, seed: int, epoch: int):
+    "Start an epoch: the loader's order from (seed, epoch), alike on every rank; the global RNG from (seed, epoch, rank)."
     s = epoch_seed(seed, epoch)
-    torch.manual_seed(s); np.random.seed(s % 2**32); random.seed(s)
     if getattr(dl, 'generator', None) is not None: dl.generator.manual_seed(s)
+    if isinstance(getattr(dl, 'sampler', None), DistributedSampler): dl.sampler.set_epoch(s)
+    s += 1_000_003 * rank()          # each rank its own augmentations; rank 0 (and a single process) as before
+    torch.manual_seed(s); np.random.seed(s % 2**32); random.seed(s)
 
 # %% ../nbs/core/02_train.ipynb #50438428
 def warmup_cosine(opt: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0,
@@ -56,8 +83,10 @@ def warmup_cosine(opt: torch.optim.Optimizer, total_steps: int, warmup_steps: in
 
 # %% ../nbs/core/02_train.ipynb #7c1a101a
 def save_atomic(obj, path) -> Path:
-    "`torch.save` to `path` through a temporary file and an atomic rename."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    "`torch.save` to `path` through a temporary file and an atomic rename; on the ranks other than 0 of a multi-process run, nothing."
+    path = Path(path)
+    if not is_main_process(): return path
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f'.tmp{os.getpid()}')
     torch.save(obj, tmp); os.replace(tmp, path)
     return path
@@ -68,6 +97,67 @@ def to_device(batch, device):
     if isinstance(batch, (list, tuple)): return type(batch)(to_device(b, device) for b in batch)
     if isinstance(batch, dict): return {k: to_device(v, device) for k, v in batch.items()}
     return batch
+
+# %% ../nbs/core/02_train.ipynb #9c48c3a4
+def _own(idx: torch.Tensor, r: int, w: int) -> torch.Tensor:
+    "Rank r's equal share of one global batch's indices (cut to a multiple of w)."
+    b = len(idx) // w
+    return idx[r * b:(r + 1) * b]
+
+class TensorShard:
+    "Rank `r` of `w`: its rows of each global batch of a `loaders.TensorLoader` (same permutation on every rank)."
+    def __init__(self, dl, r: int, w: int):
+        if dl.batch_size % w: raise ValueError(f"the batch size {dl.batch_size} must be a multiple of the {w} processes")
+        self.dl, self.rank, self.world = dl, r, w
+    @property
+    def generator(self) -> torch.Generator: return self.dl.generator
+    def __len__(self) -> int: return len(self.dl)
+    def __iter__(self):
+        dl, n, B = self.dl, len(self.dl.dataset), self.dl.batch_size
+        idx = torch.randperm(n, generator=dl.generator) if dl.shuffle else torch.arange(n)     # as TensorLoader draws it
+        for k in range(len(dl)):
+            i = _own(idx[k * B:(k + 1) * B], self.rank, self.world)
+            if len(i): yield tuple(t[i.to(dl.device)] for t in dl.tensors)
+
+# %% ../nbs/core/02_train.ipynb #389e0263
+def _sampled(dl: DataLoader, r: int, w: int) -> DataLoader:
+    "Rank `r` of `w`: `dl` with a DistributedSampler (its 1/w of every epoch, same order) and batches of batch_size / w."
+    if dl.batch_size is None or dl.batch_size % w:
+        raise ValueError(f"the batch size {dl.batch_size} must be a multiple of the {w} processes")
+    sampler = DistributedSampler(dl.dataset, w, r, shuffle=isinstance(dl.sampler, RandomSampler), seed=0, drop_last=dl.drop_last)
+    return DataLoader(dl.dataset, batch_size=dl.batch_size // w, sampler=sampler, num_workers=dl.num_workers,
+                      collate_fn=dl.collate_fn, pin_memory=dl.pin_memory, drop_last=dl.drop_last,
+                      persistent_workers=dl.persistent_workers, worker_init_fn=dl.worker_init_fn)
+
+def shard(dl):
+    "This rank's share of the global batches of `dl` (a DataLoader or a TensorLoader); `dl` itself in a single process."
+    r, w = rank(), world_size()
+    if w == 1: return dl
+    if isinstance(dl, DataLoader): return _sampled(dl, r, w)
+    if all(hasattr(dl, a) for a in ('tensors', 'generator', 'batch_size', 'shuffle', 'device', 'dataset')): return TensorShard(dl, r, w)
+    raise TypeError(f"fit in several processes shards a DataLoader or a loaders.TensorLoader; got {type(dl).__name__}")
+
+# %% ../nbs/core/02_train.ipynb #32e97f2b
+def _distributed(model: nn.Module, device: torch.device, sync_bn: bool, progress: bool) -> nn.Module:
+    "`model` in DDP (BatchNorm made SyncBatchNorm on GPUs) when there are several processes, else `model`."
+    if world_size() == 1: return model
+    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if has_bn and sync_bn and device.type == 'cuda': nn.SyncBatchNorm.convert_sync_batchnorm(model)   # in place, same parameters
+    elif has_bn and progress: print('fit: BatchNorm statistics stay per process (SyncBatchNorm needs CUDA)')
+    ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == 'cuda' else None
+    return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+
+def _mean_over_ranks(total: torch.Tensor, count: int) -> float:
+    "The mean loss of an epoch: the ranks' summed losses over their summed sample counts."
+    t = torch.stack([total.float(), torch.full_like(total.float(), count)])
+    if world_size() > 1: dist.all_reduce(t)
+    return (t[0] / t[1].clamp(min=1)).item()
+
+def _from_rank0(rec: dict) -> dict:
+    "Rank 0's epoch record, on every rank."
+    if world_size() == 1: return rec
+    obj = [rec]; dist.broadcast_object_list(obj, src=0)
+    return obj[0]
 
 # %% ../nbs/core/02_train.ipynb #418931db
 def _compiled(model: nn.Module, compile: bool, device: torch.device, progress: bool = True) -> nn.Module:
@@ -82,14 +172,16 @@ def _compiled(model: nn.Module, compile: bool, device: torch.device, progress: b
 def fit(model: nn.Module, dl, step: Callable, opt: torch.optim.Optimizer, epochs: int, *,
         sched=None, evaluate: Callable | None = None, ckpt=None, seed: int = 0, device=None,
         amp: bool | None = None, compile: bool = False, desc: str = 'fit', on_epoch_end: Callable | None = None,
-        progress: bool = True) -> list[dict]:
-    "Train `model` with `step(model, batch) -> loss` for `epochs` epochs; resumable from `ckpt`."
+        progress: bool = True, sync_bn: bool = True) -> list[dict]:
+    "Train `model` with `step(model, batch) -> loss` for `epochs` epochs; resumable from `ckpt`; DDP under torchrun."
     device = torch.device(device) if device is not None else default_device()
     amp = (device.type == 'cuda') if amp is None else amp
+    main = rank() == 0; progress = progress and main
+    dl = shard(dl)
     model.to(device)
     if device.type == 'cuda': model.to(memory_format=torch.channels_last)
-    net = _compiled(model, compile, device, progress)
-    history, start = [], 0
+    net = _compiled(_distributed(model, device, sync_bn, progress), compile, device, progress)   # DDP's start is a collective:
+    history, start = [], 0                                                   # rank 0 has saved before the others read below
     if ckpt is not None and Path(ckpt).exists():
         state = torch.load(ckpt, map_location=device, weights_only=False)
         model.load_state_dict(state['model']); opt.load_state_dict(state['opt'])
@@ -108,12 +200,12 @@ def fit(model: nn.Module, dl, step: Callable, opt: torch.optim.Optimizer, epochs
             if sched is not None: sched.step()
             n = len(batch[0]) if isinstance(batch, (list, tuple)) else len(batch)
             total += loss.detach().float() * n; count += n
-        rec = dict(epoch=epoch + 1, loss=(total / max(count, 1)).item(), lr=opt.param_groups[0]['lr'])
-        if evaluate is not None:
+        rec = dict(epoch=epoch + 1, loss=_mean_over_ranks(total, count), lr=opt.param_groups[0]['lr'])
+        if evaluate is not None and main:
             model.eval()
-            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp): rec.update(evaluate(model))
+            with alone(), torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp): rec.update(evaluate(model))
         rec['seconds'] = round(time.time() - t0, 3)
-        history.append(rec)
+        history.append(rec := _from_rank0(rec))
         if progress: print(f"{desc} epoch {epoch + 1}/{epochs}: " + ', '.join(f"{k} {v:.4g}" for k, v in rec.items() if k not in ('epoch',)))
         if ckpt is not None:
             save_atomic(dict(model=model.state_dict(), opt=opt.state_dict(),
