@@ -21,7 +21,8 @@ __all__ = ['PAPERS', 'JOB_MARGIN_MIN', 'paper_exists', 'available_papers', 'pape
 
 # %% ../nbs/core/07_sweep.ipynb #a13e1aa5
 PAPERS = {'pyramid': 'ssl_study.pyramid', 'simclr': 'ssl_study.simclr', 'simsiam': 'ssl_study.simsiam',
-          'selfie': 'ssl_study.selfie', 'overlay': 'ssl_study.overlay'}
+          'selfie': 'ssl_study.selfie', 'overlay': 'ssl_study.overlay',
+          'leaderboard': 'ssl_study.leaderboard'}   # the five methods at equal compute (after the papers)
 
 def paper_exists(name: str) -> bool:
     "Whether paper `name`'s module exists (a paper can be registered before its notebook is written)."
