@@ -15,7 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from . import evaluate as ev, overlay, pyramid, selfie, simclr, simsiam
 from .cache import fingerprint, pretrained
 from .data import check_dataset, stratified_subset
-from .loaders import cached_split, loader
+from .loaders import loader, train_test
 from .models import ResNetAutoencoder
 from .plots import save_fig
 from .runs import COMMON_SPEC, Choice, Float, Int, ParamError, check_cfg, mean_std, resolve_scale, run_id, write_text
@@ -261,8 +261,8 @@ def check_params(scale: str | None = None, **params) -> tuple[str, dict]:
 LABEL_FRACTIONS = (0.01, 0.1)
 def board_data(cfg: dict) -> tuple[TensorDataset, TensorDataset]:
     "(train, test): CIFAR-10 uint8 images (N, 3, 32, 32) and labels, `per_class` / `test_per_class` per class (seed 0)."
-    get = lambda split, per: cached_split('cifar10', split, IMAGE_SIZE, per_class=per, seed=0, download=cfg['download'])
-    return get('train', cfg['per_class']), get('test', cfg['test_per_class'])
+    return train_test('cifar10', IMAGE_SIZE, per_class=cfg['per_class'], test_per_class=cfg['test_per_class'], seed=0,
+                      download=cfg['download'])
 
 def labelled(train: TensorDataset, fraction: float) -> TensorDataset:
     "A read-out's labelled images: per class, round(fraction x n_c) (at least 1) of `train`, drawn with seed 0."

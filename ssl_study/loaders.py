@@ -11,11 +11,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 import torchvision.transforms as T
 from tqdm.auto import tqdm
-from .data import check_dataset, data_root, get_targets, load_dataset, stratified_subset, Transformed
+from .data import (check_dataset, check_split_classes, data_root, get_targets, load_dataset, stratified_subset,
+                            Transformed)
 from .train import default_device, make_loader, save_atomic
 
 # %% auto #0
-__all__ = ['cached_split', 'TensorLoader', 'loader']
+__all__ = ['cached_split', 'train_test', 'TensorLoader', 'loader']
 
 # %% ../nbs/core/10_loaders.ipynb #3fee839c
 _FILE_LISTS = ('samples', 'imgs', '_image_files', '_images')
@@ -96,6 +97,15 @@ def cached_split(name: str, split: str, image_size: int, *, classes=None, per_cl
         xs, ys = _decode(Transformed(ds, _decoder(image_size, resize)), image_size, f'decoding {name} {split}', workers, progress)
         save_atomic(dict(images=xs, labels=ys, key=key), path)
     return TensorDataset(xs, ys)
+
+# %% ../nbs/core/10_loaders.ipynb #2148e0f6
+def train_test(name: str, image_size: int, *, splits=('train', 'test'), classes=None, per_class=None,
+               test_per_class=None, seed: int = 0, download: bool = False, **kw) -> tuple[TensorDataset, TensorDataset]:
+    "(train, test) `cached_split`s of `name` with the same classes in both, checked; `DataError` naming any other."
+    tr, te = (cached_split(name, split, image_size, classes=classes, per_class=per, seed=seed, download=download, **kw)
+              for split, per in zip(splits, (per_class, test_per_class)))
+    check_split_classes(tr, te)
+    return tr, te
 
 # %% ../nbs/core/10_loaders.ipynb #7cd1f983
 class TensorLoader:

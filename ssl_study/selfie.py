@@ -13,7 +13,7 @@ from .data import check_dataset
 from .models import ResNetEncoder
 from .train import fit, seed_everything, warmup_cosine
 from .views import augment, normalize, to_unit
-from .loaders import cached_split, loader
+from .loaders import loader, train_test
 from .evaluate import Classifier, accuracy
 from .cache import pretrained
 from .plots import save_fig
@@ -290,10 +290,8 @@ _SPLITS = {'cifar10': ('train', 'test'), 'tiny_imagenet': ('train', 'val')}
 
 def load_data(cfg: dict) -> tuple[TensorDataset, TensorDataset]:
     "(train, test): uint8 images (N, 3, S, S) and int64 labels of `cfg['dataset']`, from the shared cache."
-    get = lambda split, per: cached_split(cfg['dataset'], split, cfg['image_size'], classes=cfg['n_classes'], per_class=per,
-                                          seed=0, download=cfg['download'])
-    tr, te = _SPLITS[cfg['dataset']]
-    return get(tr, cfg['per_class']), get(te, cfg['test_per_class'])
+    return train_test(cfg['dataset'], cfg['image_size'], splits=_SPLITS[cfg['dataset']], classes=cfg['n_classes'],
+                      per_class=cfg['per_class'], test_per_class=cfg['test_per_class'], seed=0, download=cfg['download'])
 
 # %% ../nbs/03_selfie.ipynb #d4a6a0e6
 _PRETRAIN_KEYS = ('dataset', 'n_classes', 'per_class', 'image_size', 'patch_size', 'n_targets', 'depth', 'layers', 'heads',

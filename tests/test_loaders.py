@@ -187,3 +187,24 @@ def test_a_cache_miss_leaves_the_global_rng_alone(folder):
     torch.manual_seed(0); _split(folder); after_miss = torch.rand(3)
     torch.manual_seed(0); _split(folder); after_hit = torch.rand(3)
     assert torch.equal(after_miss, ref) and torch.equal(after_hit, ref)
+
+
+def test_train_test_refuses_splits_with_different_classes(folder, tmp_path):
+    "A class present in one split only is named before any training."
+    from ssl_study.data import DataError
+    from ssl_study.loaders import train_test
+    tr, te = train_test('imagefolder', 16, splits=('train', 'train'), root=folder.parent / 'data', path=folder, progress=False)
+    assert len(tr) == len(te) == 12
+    other = tmp_path / 'other'                                             # the same folder without 'cat'
+    for name in CLASSES[:2]:
+        (other / name).mkdir(parents=True)
+        for i in range(2): _image(other / name / f'{i}.png', i)
+    import ssl_study.loaders as L
+    real = L.cached_split
+    def split_from(name, split, size, **kw):
+        return real(name, split, size, **{**kw, 'path': other if split == 'test' else folder})
+    L.cached_split = split_from
+    try:
+        with pytest.raises(DataError, match='in train but not in test: 2'):    # class 2 ('cat') by its id
+            train_test('imagefolder', 16, root=folder.parent / 'data', progress=False)
+    finally: L.cached_split = real
