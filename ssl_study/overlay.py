@@ -212,6 +212,7 @@ from .runs import COMMON_SPEC, Bool, Choice, Float, Int, Str
 
 PAPER, NOTEBOOK = 'overlay', 'nbs/04_overlay.ipynb'
 SPEC = {**COMMON_SPEC,
+    'devices': Int(1, help='GPUs for the pre-training (torchrun + DDP); 1: this process'),
     'corruption': Choice(*CORRUPTIONS, help='pre-training corruption; none = supervised baseline, no pre-training'),
     'alpha': Float(0, 0.5, hi_open=True, help='overlay strength: x_hat = alpha x_j + (1 - alpha) x_i; 0 = plain autoencoder'),
     'mask_ratio': Float(0, 100, lo_open=True, hi_open=True, help='percent of pixels zeroed when corruption is mask (paper: 1..4)'),
@@ -236,7 +237,7 @@ SPEC = {**COMMON_SPEC,
 
 # %% ../nbs/04_overlay.ipynb #45c0f5b3
 _COMMON = dict(corruption='overlay', alpha=0.3, mask_ratio=1.0, pretrain_aug='crop', finetune_aug='none', seed=0, download=False,
-               num_workers=0, momentum=0.9, weight_decay=1e-4, lr=0.05, finetune_lr=0.01, probe_lr=0.1, probe_epochs=5,
+               num_workers=0, devices=1, momentum=0.9, weight_decay=1e-4, lr=0.05, finetune_lr=0.01, probe_lr=0.1, probe_epochs=5,
                cifar_stem=False, dataset='tiny_imagenet', per_class=None, test_per_class=None)
 PRESETS = dict(
     smoke=dict(_COMMON, n_classes=4, per_class=8, test_per_class=4, image_size=32, arch=18, batch_size=16,
@@ -256,7 +257,7 @@ def grid(scale: str) -> list[dict]:
 # %% ../nbs/04_overlay.ipynb #19ec689b
 from .runs import resolve_scale, run_id
 
-_LABEL_KEYS = ('corruption', 'alpha', 'mask_ratio', 'download', 'num_workers')
+_LABEL_KEYS = ('corruption', 'alpha', 'mask_ratio', 'download', 'num_workers', 'devices')   # devices: where, not what
 
 def run_name(cfg: dict, scale: str) -> str:
     "Folder name of a run: the corruption and its strength, plus a hash of other non-preset settings."
@@ -277,6 +278,9 @@ def check_params(scale: str | None = None, **params) -> tuple[str, dict]:
     scale, cfg = check_cfg(SPEC, PRESETS, scale, **params)
     red = 8 if cfg['cifar_stem'] else 32
     if cfg['image_size'] % red: raise ParamError(f"image_size must be a multiple of {red} for this encoder; got {cfg['image_size']}")
+    d, gpus = cfg['devices'], torch.cuda.device_count()
+    if d > 1 and d > gpus: raise ParamError(f"devices={d}: the pre-training runs on {d} CUDA GPUs (torchrun + DDP); this machine has {gpus}")
+    if cfg['batch_size'] % d: raise ParamError(f"batch_size ({cfg['batch_size']}, the global batch) must be a multiple of devices={d}")
     check_dataset(cfg['dataset'], download=cfg['download'])
     return scale, cfg
 
@@ -293,7 +297,7 @@ def load_data(cfg: dict):
             cached_split(cfg['dataset'], te, cfg['image_size'], per_class=cfg['test_per_class'], **kw))
 
 # %% ../nbs/04_overlay.ipynb #c44bed45
-from . import cache
+from .dist import launch_pretrain
 from .models import ResNetAutoencoder
 from .train import default_device, warmup_cosine
 
@@ -318,10 +322,10 @@ def pretrain(cfg: dict, train, device=None) -> tuple[dict, bool]:
         x_hat, x = pretext(batch[0])
         return loss(model(x_hat), x)
     sgd = lambda params: torch.optim.SGD(params, lr=cfg['lr'], momentum=cfg['momentum'], weight_decay=cfg['weight_decay'])
-    return cache.pretrain(PAPER, pretrain_settings(cfg), lambda: ResNetAutoencoder(cfg['arch'], cfg['cifar_stem']), step, train,
-                          epochs=cfg['pretrain_epochs'], batch_size=cfg['batch_size'], make_opt=sgd,
-                          make_sched=lambda opt, total: warmup_cosine(opt, total), seed=cfg['seed'], device=device,
-                          drop_last=len(train) > cfg['batch_size'])
+    return launch_pretrain(PAPER, pretrain_settings(cfg), lambda: ResNetAutoencoder(cfg['arch'], cfg['cifar_stem']), step, train,
+                           devices=cfg['devices'], epochs=cfg['pretrain_epochs'], batch_size=cfg['batch_size'], make_opt=sgd,
+                           make_sched=lambda opt, total: warmup_cosine(opt, total), seed=cfg['seed'], device=device,
+                           drop_last=len(train) > cfg['batch_size'])
 
 # %% ../nbs/04_overlay.ipynb #8991549c
 from .loaders import TensorLoader

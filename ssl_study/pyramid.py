@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
 import matplotlib.pyplot as plt
 from torch.utils.data import TensorDataset
-from . import cache
 from .data import check_dataset
+from .dist import launch_pretrain
 from .evaluate import accuracy
 from .loaders import cached_split, loader
 from .plots import save_fig
@@ -185,6 +185,7 @@ TASKS = {'both': ('classification', 'segmentation'), 'classification': ('classif
 _n = lambda what: Int(1, optional=True, help=f'{what} (None: all)')
 
 SPEC = {**COMMON_SPEC,
+    'devices': Int(1, help='GPUs for the pre-training (torchrun + DDP); 1: this process'),
     'fusion': Choice(*FUSIONS, help="pretext model output: authors_code (decoders[2] on the largest scale, their code) | as_described (fused scales)"),
     'init': Choice('ssl', 'random', help='downstream start: ssl (the pre-trained inpainter) | random (the non-SSL baseline)'),
     'removed_scale': Choice(*REMOVED_SCALES, help='encoder removed (filled and frozen) downstream: none | 1 (largest) | 2 | 3 (smallest)'),
@@ -214,7 +215,7 @@ SPEC = {**COMMON_SPEC,
 
 # %% ../nbs/00_pyramid.ipynb #3a1f6c2e
 _COMMON = dict(fusion='authors_code', init='ssl', removed_scale='none', removed_fill='zeros', tasks='both', seed=0, num_workers=0,
-               download=False, pretrain_dataset='cifar10', pretrain_per_class=None, seg_pretrain_epochs=None, batch_size=64, lr=1e-3,
+               devices=1, download=False, pretrain_dataset='cifar10', pretrain_per_class=None, seg_pretrain_epochs=None, batch_size=64, lr=1e-3,
                cls_dataset='flowers102', cls_resize='squash', cls_train_per_class=None, cls_test_per_class=None, cls_batch_size=64,
                cls_lr=1e-3, hidden=256, cls_inputs='full', seg_dataset='oxford_pets', seg_normalize=False, seg_train_size=None,
                seg_test_size=None, seg_batch_size=4, seg_lr=5e-4)
@@ -242,7 +243,7 @@ def grid(scale: str) -> list[dict]:
     pyramid = [dict(fusion='as_described', cls_inputs='pyramid', tasks='classification', init=i, removed_scale=r, seed=seeds[0]) for i, r in _VARIANTS]
     return main + ones + pyramid
 
-_LABEL_KEYS = ('fusion', 'init', 'removed_scale', 'removed_fill', 'cls_inputs', 'tasks', 'seed', 'download', 'num_workers')
+_LABEL_KEYS = ('fusion', 'init', 'removed_scale', 'removed_fill', 'cls_inputs', 'tasks', 'seed', 'download', 'num_workers', 'devices')
 
 def run_name(cfg: dict, scale: str) -> str:
     "Folder name of a run, e.g. `ssl-authors_code-rm1-ones-seg-seed0`, plus a hash of its other non-preset settings."
@@ -269,6 +270,9 @@ def check_params(scale=None, **params) -> tuple[str, dict]:
     scale, cfg = check_cfg(SPEC, PRESETS, scale, **params)
     for k in ('image_size', 'seg_image_size'):
         if cfg[k] % 16: raise ParamError(f"{k} must be a multiple of 16 (four stride-2 layers); got {cfg[k]}")
+    d, gpus = cfg['devices'], torch.cuda.device_count()
+    if d > 1 and d > gpus: raise ParamError(f"devices={d}: the pre-training runs on {d} CUDA GPUs (torchrun + DDP); this machine has {gpus}")
+    if cfg['batch_size'] % d: raise ParamError(f"batch_size ({cfg['batch_size']}, the global batch) must be a multiple of devices={d}")
     if cfg['init'] == 'ssl' and cfg['pretrain_epochs'] < 1: raise ParamError("pretrain_epochs must be >= 1 when init='ssl'; got 0")
     if cfg['removed_fill'] != 'zeros' and cfg['removed_scale'] == 'none':
         raise ParamError(f"removed_fill={cfg['removed_fill']!r} needs a removed_scale (1, 2 or 3)")
@@ -310,9 +314,9 @@ def pretrain(cfg: dict, data: TensorDataset, epochs: int | None = None, device=N
     "Pre-train (or fetch from the cache, keyed by these settings and `data`) the inpainter; returns ({'state', 'history'}, hit)."
     s = {**{k: cfg[k] for k in _PRETRAIN_KEYS}, 'epochs': epochs or cfg['pretrain_epochs']}
     step = lambda m, b: inpainting_loss(m, to_input(b[0], cfg['image_size']))
-    return cache.pretrain(PAPER, s, lambda: PyramidInpainter(cfg['fusion']), step, data, epochs=s['epochs'],
-                          batch_size=cfg['batch_size'], make_opt=lambda ps: torch.optim.Adam(ps, lr=cfg['lr']), seed=cfg['seed'],
-                          device=device, drop_last=len(data) > cfg['batch_size'])
+    return launch_pretrain(PAPER, s, lambda: PyramidInpainter(cfg['fusion']), step, data, devices=cfg['devices'],
+                           epochs=s['epochs'], batch_size=cfg['batch_size'], make_opt=lambda ps: torch.optim.Adam(ps, lr=cfg['lr']),
+                           seed=cfg['seed'], device=device, drop_last=len(data) > cfg['batch_size'])
 
 def initial_model(cfg: dict, state: dict | None = None) -> PyramidInpainter:
     "The inpainter a downstream run starts from: pre-trained `state`, or random init (seeded)."

@@ -8,8 +8,8 @@ import math
 from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
 from torch.utils.data import TensorDataset
-from .cache import pretrain
 from .data import check_dataset
+from .dist import launch_pretrain
 from .evaluate import extract_features
 from .loaders import cached_split, loader
 from .runs import (COMMON_SPEC, Choice, Float, Int, ParamError, atomic_write, check_cfg, mean_std, resolve_scale,
@@ -103,10 +103,11 @@ def pretrain_encoder(cfg: dict, data: TensorDataset, device=None) -> tuple[dict,
     step = (temporal_step(paper_views(size).aug1, VideoSimCLRLoss(p=cfg['video_p'], temperature=cfg['temperature']), normalize) if video
             else simclr_step(paper_views(size), contrastive_loss(cfg['loss'], cfg['temperature'])))
     epochs = cfg['pretrain_epochs']
-    return pretrain(PAPER, pretrain_settings(cfg), lambda: SimCLRNet(stem_encoder(cfg['arch'], cfg['stem'], size)), step, data,
-                    epochs=epochs, batch_size=min(cfg['pretrain_batch'], len(data)), seed=cfg['seed'], device=device,
-                    make_opt=lambda params: torch.optim.Adam(params, lr=cfg['lr'], weight_decay=cfg['weight_decay']),
-                    make_sched=lambda opt, total: warmup_restarts(opt, total // epochs, cfg['warmup_epochs'], cfg['restart_epochs']))
+    return launch_pretrain(PAPER, pretrain_settings(cfg), lambda: SimCLRNet(stem_encoder(cfg['arch'], cfg['stem'], size)), step,
+                           data, devices=cfg['devices'], epochs=epochs, batch_size=min(cfg['pretrain_batch'], len(data)),
+                           seed=cfg['seed'], device=device,
+                           make_opt=lambda params: torch.optim.Adam(params, lr=cfg['lr'], weight_decay=cfg['weight_decay']),
+                           make_sched=lambda opt, total: warmup_restarts(opt, total // epochs, cfg['warmup_epochs'], cfg['restart_epochs']))
 
 # %% ../nbs/01_simclr.ipynb #655f136e
 def seg_step(model, batch):
@@ -150,6 +151,7 @@ def tsne_figure(feats: np.ndarray, labels: np.ndarray, title: str = '', seed: in
 PAPER, NOTEBOOK = 'simclr', 'nbs/01_simclr.ipynb'
 
 SPEC = {**COMMON_SPEC,
+    'devices': Int(1, help='GPUs for the pre-training (torchrun + DDP); 1: this process'),
     'source': Choice(*SOURCES, help='pre-training data: none (random init) | cifar10 | tiny_animals | davis_frames | davis_temporal'),
     'fraction': Float(0, 1, lo_open=True, help='fraction of the Pet training images with labels, in (0, 1] (paper: 0.01, 0.1, 1)'),
     'n_labels': Int(1, optional=True, help="number of labelled images instead of a fraction (the paper's 1%: 37); None: use fraction"),
@@ -179,7 +181,7 @@ SPEC = {**COMMON_SPEC,
 # %% ../nbs/01_simclr.ipynb #71f451ab
 _COMMON = dict(source='cifar10', fraction=1.0, n_labels=None, stem='modified', loss='correct', temperature=0.5,
                video_sequences='animals', frame_step=2, video_p=3, lr=1e-3, weight_decay=1e-6, finetune_lr=1e-3,
-               dropout=0.1, seed=0, num_workers=0, download=False)
+               dropout=0.1, seed=0, num_workers=0, devices=1, download=False)
 PRESETS = dict(
     smoke=dict(_COMMON, fraction=0.1, arch='resnet18', pretrain_size=32, pretrain_images=40, pretrain_epochs=1,
                pretrain_batch=16, warmup_epochs=0, restart_epochs=1, image_size=32, test_n=8, finetune_epochs=1,
@@ -225,7 +227,7 @@ def run_name(cfg: dict, scale: str) -> str:
     preset = PRESETS[resolve_scale(scale)]
     q = {**preset, **{k: v for k, v in cfg.items() if k in preset}}
     label = f"{q['source']}-{slug(label_point(q))}-{q['stem']}-{q['loss']}-seed{q['seed']}"
-    keys = ('source', 'fraction', 'n_labels', 'stem', 'loss', 'seed', 'tsne_points', 'download', 'num_workers')
+    keys = ('source', 'fraction', 'n_labels', 'stem', 'loss', 'seed', 'tsne_points', 'download', 'num_workers', 'devices')
     return run_id(label, {k: v for k, v in cfg.items() if k in preset}, preset, keys)
 
 # %% ../nbs/01_simclr.ipynb #6ce77901
@@ -241,6 +243,10 @@ def check_params(scale=None, **params) -> tuple[str, dict]:
     if src != 'none' and cfg['pretrain_epochs'] < 1: raise ParamError(f"source {src!r} needs pretrain_epochs >= 1")
     if src == 'davis_temporal' and cfg['loss'] != 'correct':
         raise ParamError("the temporal loss uses the correct NT-Xent; loss='authors' applies to the image sources")
+    d, gpus = cfg['devices'], torch.cuda.device_count()
+    if d > 1 and d > gpus: raise ParamError(f"devices={d}: the pre-training runs on {d} CUDA GPUs (torchrun + DDP); this machine has {gpus}")
+    if src != 'none' and cfg['pretrain_batch'] % d:
+        raise ParamError(f"pretrain_batch ({cfg['pretrain_batch']}, the global batch) must be a multiple of devices={d}")
     check_dataset('oxford_pets', download=cfg['download'])
     need = {'cifar10': 'cifar10', 'tiny_animals': 'tiny_imagenet', 'davis_frames': 'davis', 'davis_temporal': 'davis'}
     if src in need: check_dataset(need[src], download=cfg['download'] and src == 'cifar10')

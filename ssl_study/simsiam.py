@@ -15,8 +15,9 @@ from .runs import COMMON_SPEC, Bool, Choice, Float, Int, ParamError, check_cfg, 
 from .ssl import backbone as make_backbone   # (a notebook parameter is called backbone)
 from .views import augment, normalize
 from .loaders import cached_split, loader
-from .cache import pretrained
-from .train import fit, seed_everything, warmup_cosine
+from .cache import fingerprint
+from .dist import launch_pretrain
+from .train import fit, warmup_cosine
 from .evaluate import Classifier
 from .plots import save_fig
 from .simsiam_method import (
@@ -24,9 +25,9 @@ from .simsiam_method import (
 
 # %% auto #0
 __all__ = ['DATASETS', 'BACKBONES', 'INITS', 'PAPER', 'NOTEBOOK', 'SPEC', 'PRESETS', 'PER_DATASET', 'SEEDS', 'STL_STANDIN',
-           'PAPER_RESULTS', 'round_robin', 'load_data', 'build_simsiam', 'pretrain_encoder', 'scores', 'select_epoch',
-           'finetune', 'preset', 'imagenet_missing', 'grid', 'run_name', 'check_params', 'tables', 'verdicts', 'report',
-           'encoder_for']
+           'PAPER_RESULTS', 'round_robin', 'load_data', 'build_simsiam', 'pretrain_settings', 'pretrain_encoder',
+           'scores', 'select_epoch', 'finetune', 'preset', 'imagenet_missing', 'grid', 'run_name', 'check_params',
+           'tables', 'verdicts', 'report', 'encoder_for']
 
 # %% ../nbs/02_simsiam.ipynb #b685321a
 DATASETS = ('cifar10', 'tiny_imagenet', 'stl10', 'celeba')
@@ -86,6 +87,11 @@ def build_simsiam(cfg: dict) -> SimSiam:
     return SimSiam(make_backbone(cfg['backbone'], cfg['image_size']), cfg['dim'], cfg['pred_dim'],
                    proj_out_bn=cfg['proj_out_bn'], stop_gradient=cfg['stop_gradient'])
 
+def pretrain_settings(cfg: dict, monitor: Monitor | None = None) -> dict:
+    "The cache key's settings: those that shape the encoder, and the monitors' size and images (their numbers are cached too)."
+    return {k: cfg[k] for k in _PRETRAIN_KEYS} | dict(monitor_size=cfg['monitor_size'],
+            monitor_data=fingerprint(*monitor.train, *monitor.test) if monitor is not None else None)
+
 def pretrain_encoder(cfg: dict, data: dict, device=None) -> tuple[dict, bool]:
     "SimSiam on the pool (or on noise for init='random'), with the per-epoch monitors, cached; returns ({'state', 'history'}, hit)."
     S, batch, seed = cfg['image_size'], cfg['batch_size'] * cfg['accum'], cfg['seed']
@@ -93,17 +99,11 @@ def pretrain_encoder(cfg: dict, data: dict, device=None) -> tuple[dict, bool]:
     if len(pool) < batch: raise ValueError(f"the pre-training pool has {len(pool)} images, fewer than one batch of {batch}")
     views = simsiam_views(S)
     monitor = Monitor(data, cfg['monitor_size'], views, seed) if cfg['monitor_size'] else None
-    def train(folder: Path) -> dict:
-        seed_everything(seed)
-        model = build_simsiam(cfg)
-        dl = loader(TensorDataset(pool), batch, shuffle=True, drop_last=True, seed=seed, device=device)
-        opt = torch.optim.Adam(model.parameters(), lr=cfg['lr'] * batch / 256, weight_decay=cfg['weight_decay'])
-        hist = fit(model, dl, simsiam_step(views, cfg['accum']), opt, cfg['pretrain_epochs'], evaluate=monitor,
-                   sched=warmup_cosine(opt, cfg['pretrain_epochs'] * len(dl)), ckpt=folder / 'pretrain.ckpt', seed=seed,
-                   device=device, compile=cfg['compile'], desc='pre-train')
-        return dict(state={k: v.detach().cpu() for k, v in model.state_dict().items()}, history=hist)
-    seen = (pool,) + (monitor.train + monitor.test if monitor else ())
-    return pretrained(PAPER, {k: cfg[k] for k in _PRETRAIN_KEYS} | dict(monitor_size=cfg['monitor_size']), train, data=seen)
+    adam = lambda params: torch.optim.Adam(params, lr=cfg['lr'] * batch / 256, weight_decay=cfg['weight_decay'])
+    return launch_pretrain(PAPER, pretrain_settings(cfg, monitor), lambda: build_simsiam(cfg), simsiam_step(views, cfg['accum']),
+                           TensorDataset(pool), devices=cfg['devices'], epochs=cfg['pretrain_epochs'], batch_size=batch,
+                           make_opt=adam, make_sched=lambda opt, total: warmup_cosine(opt, total), seed=seed, device=device,
+                           compile=cfg['compile'], evaluate=monitor)
 
 # %% ../nbs/02_simsiam.ipynb #ddeeb707
 @torch.no_grad()
@@ -141,6 +141,7 @@ BACKBONES = ('resnet18', 'efficientnet_b0', 'vit_small', 'pit_ti')
 INITS = ('simsiam', 'random', 'none', 'imagenet')
 PAPER, NOTEBOOK = 'simsiam', 'nbs/02_simsiam.ipynb'
 SPEC = {**COMMON_SPEC,
+    'devices': Int(1, help='GPUs for the pre-training (torchrun + DDP); 1: this process'),
     'dataset': Choice(*DATASETS, help='cifar10 (Table 1) | tiny_imagenet (STL-10 protocol stand-in, Table 2) | stl10 | celeba (Table 3, multi-label)'),
     'backbone': Choice(*BACKBONES, help='encoder: resnet18 | efficientnet_b0 | vit_small | pit_ti (ssl.backbone)'),
     'init': Choice(*INITS, help='simsiam (pre-trained on the pool) | random (SimSiam on noise images) | none (from scratch) | imagenet (local timm/torchvision weights)'),
@@ -167,7 +168,7 @@ SPEC = {**COMMON_SPEC,
     'compile': Bool(help='torch.compile the training step on CUDA')}
 
 # %% ../nbs/02_simsiam.ipynb #d025ab55
-_PAPER = dict(seed=0, num_workers=0, download=False, dataset='cifar10', backbone='resnet18', init='simsiam',
+_PAPER = dict(seed=0, num_workers=0, devices=1, download=False, dataset='cifar10', backbone='resnet18', init='simsiam',
               random_pixels='normal', stop_gradient=True, proj_out_bn='simsiam', dim=2048, pred_dim=512, image_size=32,
               pool_size=None, n_classes=10, n_train=None, val_frac=0.2, n_test=None, pretrain_epochs=100, batch_size=64,
               accum=8, lr=1e-3, weight_decay=1e-5, finetune_epochs=100, finetune_batch_size=64, finetune_lr=1e-3,
@@ -198,7 +199,14 @@ STL_STANDIN = 'tiny_imagenet'
 def imagenet_missing(name: str, image_size: int) -> str | None:
     "Why `init='imagenet'` cannot run for backbone `name` at `image_size` here (weights absent, size unsupported), or None."
     try: make_backbone(name, image_size, pretrained=True); return None
-    except (RuntimeError, ValueError) as e: return str(e).splitlines()[0]
+    except (RuntimeError, ValueError) as e: return ' '.join(str(e).split())     # the whole message, on one line
+
+_noted = set()
+def _once(notes: list[str]) -> list[str]:
+    "Those of `notes` not printed yet in this process, now marked printed (`grid` runs several times, e.g. in `ssl-study list`)."
+    new = [n for n in dict.fromkeys(notes) if n not in _noted]
+    _noted.update(new)
+    return new
 
 def grid(scale=None) -> list[dict]:
     "Every run of the study at `scale`: Tables 1-3, the collapse ablation; ImageNet runs only where the weights exist."
@@ -210,16 +218,17 @@ def grid(scale=None) -> list[dict]:
         why = imagenet_missing(b, preset(scale, STL_STANDIN)['image_size'])
         if why is None: t2.append(dict(dataset=STL_STANDIN, backbone=b, init='imagenet'))
         else: skipped.append(f"{b}: {why}")
-    if skipped: print("grid: no init='imagenet' runs for\n  " + '\n  '.join(skipped))
+    if new := _once(skipped): print("grid: no init='imagenet' runs for\n  " + '\n  '.join(new))
     ablation = [dict(dataset='cifar10', backbone='resnet18', init='simsiam', stop_gradient=False, proj_out_bn=h) for h in PROJ_OUT_BN]
     t3 = []
     try:
         check_dataset('celeba')
         t3 = [dict(dataset='celeba', backbone=b, init=i) for b in ('resnet18', 'pit_ti') for i in ('none', 'simsiam')]
-    except FileNotFoundError: print('grid: CelebA is not in the data root; Table 3 is skipped')
+    except FileNotFoundError:
+        if _once(['no celeba']): print('grid: CelebA is not in the data root; Table 3 is skipped')
     return t1 + t2 + ablation + t3
 
-_LABEL_KEYS = ('dataset', 'backbone', 'init', 'stop_gradient', 'proj_out_bn', 'seed', 'download', 'num_workers')
+_LABEL_KEYS = ('dataset', 'backbone', 'init', 'stop_gradient', 'proj_out_bn', 'seed', 'download', 'num_workers', 'devices')
 
 def run_name(cfg: dict, scale=None) -> str:
     "Folder name of a run: dataset-backbone-init (+ ablation, seed), plus a hash of other settings off the preset."
@@ -242,6 +251,9 @@ def check_params(scale=None, **params) -> tuple[str, dict]:
     batch = cfg['batch_size'] * cfg['accum']
     if cfg['pool_size'] is not None and cfg['pool_size'] < batch:
         raise ParamError(f"pool_size ({cfg['pool_size']}) must hold at least one pre-training batch (batch_size x accum = {batch})")
+    d, gpus = cfg['devices'], torch.cuda.device_count()
+    if d > 1 and d > gpus: raise ParamError(f"devices={d}: the pre-training runs on {d} CUDA GPUs (torchrun + DDP); this machine has {gpus}")
+    if cfg['batch_size'] % d: raise ParamError(f"batch_size ({cfg['batch_size']}, the BN batch over all GPUs) must be a multiple of devices={d}")
     check_dataset(cfg['dataset'], download=cfg['download'])
     return scale, cfg
 

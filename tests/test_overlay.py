@@ -223,7 +223,7 @@ def test_pretraining_step_sees_the_crop_and_finetuning_sees_the_image(monkeypatc
         seen['x_hat'] = []
         step(lambda t: seen['x_hat'].append(t) or t, batch)
         return {'state': None, 'history': []}, False
-    monkeypatch.setattr(ov.cache, 'pretrain', fake_pretrain)
+    monkeypatch.setattr(ov, 'launch_pretrain', fake_pretrain)
     torch.manual_seed(0)
     ov.pretrain(_cfg(alpha=0.0), _tiny(), 'cpu')                       # alpha 0: x_hat is the view itself
     x = to_unit(_ramp(8))
@@ -420,3 +420,29 @@ def test_papermill_help_lists_every_parameter():
     for name in declared:
         m = re.search(rf'\b{name}: \w+ \(default None\) (.+?)(?= \w+: \w+ \(default|$)', text)
         assert m and len(m.group(1).split()) >= 3, name     # type, default and a one-line description
+
+
+# --- devices: the pre-training on several GPUs ---------------------------------------------------------------
+
+def test_devices_names_the_same_run_and_more_gpus_than_here_are_refused():
+    assert 'devices' in ov.SPEC and 'devices' in _parameters_cell() and all(p['devices'] == 1 for p in ov.PRESETS.values())
+    for scale in ('quick', 'gpu'):
+        assert all(ov.run_name(dict(x, devices=4), scale) == ov.run_name(x, scale) for x in ov.grid(scale))
+    if torch.cuda.device_count() < 2:
+        with pytest.raises(ParamError, match=r'devices=2: .* CUDA GPUs .* this machine has'): ov.check_params('smoke', devices=2)
+    with pytest.raises(ParamError): ov.check_params('smoke', devices=0)
+
+
+def test_pretrain_goes_through_launch_pretrain_and_devices_keeps_its_cache_entry(monkeypatch, outputs):
+    import cloudpickle
+    calls, real = [], ov.launch_pretrain
+    monkeypatch.setattr(ov, 'launch_pretrain', lambda *a, **kw: calls.append((a, kw)) or real(*a, **kw))
+    ds, cfg = _tiny(), _cfg(pretrain_epochs=1)
+    r1, hit1 = ov.pretrain(cfg, ds, 'cpu')
+    assert not hit1 and len(r1['history']) == 1 and calls[0][1]['devices'] == 1
+    r2, hit2 = ov.pretrain({**cfg, 'devices': 2}, ds, 'cpu')        # asked on 2 devices: found where 1 device stored it
+    assert hit2 and calls[1][1]['devices'] == 2 and all(torch.equal(r1['state'][k], r2['state'][k]) for k in r1['state'])
+    (name, settings, build, step, data), kw = cloudpickle.loads(cloudpickle.dumps(calls[1]))    # what torchrun's workers get
+    assert name == 'overlay' and 'devices' not in settings
+    torch.manual_seed(0)
+    assert torch.isfinite(step(build(), (data.tensors[0][:4],)))

@@ -345,3 +345,29 @@ def test_papermill_help_lists_every_parameter():
     for name in ('scale', *pyr.SPEC, 'output_name'):
         line = next(l for l in r.stdout.splitlines() if l.strip().startswith(name + ':'))
         assert len(line.split(':', 1)[1].strip()) > 10, line
+
+
+# ---------------------------------------------------------------- devices: the pre-training on several GPUs
+def test_devices_names_the_same_run_and_more_gpus_than_here_are_refused():
+    assert 'devices' in pyr.SPEC and all(p['devices'] == 1 for p in pyr.PRESETS.values())
+    for scale in ('quick', 'gpu'):
+        assert all(pyr.run_name(dict(x, devices=4), scale) == pyr.run_name(x, scale) for x in pyr.grid(scale))
+    if torch.cuda.device_count() < 2:
+        with pytest.raises(ParamError, match=r'devices=2: .* CUDA GPUs .* this machine has'): pyr.check_params('smoke', devices=2)
+    with pytest.raises(ParamError): pyr.check_params('smoke', devices=0)
+
+
+def test_pretrain_goes_through_launch_pretrain_and_devices_keeps_its_cache_entry(monkeypatch, outputs):
+    import cloudpickle
+    calls, real = [], pyr.launch_pretrain
+    monkeypatch.setattr(pyr, 'launch_pretrain', lambda *a, **kw: calls.append((a, kw)) or real(*a, **kw))
+    ds = TensorDataset(torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8), torch.zeros(8, dtype=torch.long))
+    cfg = dict(pyr.PRESETS['smoke'], batch_size=4)
+    r1, hit1 = pyr.pretrain(cfg, ds, device='cpu')
+    assert not hit1 and len(r1['history']) == 1 and calls[0][1]['devices'] == 1
+    r2, hit2 = pyr.pretrain({**cfg, 'devices': 2}, ds, device='cpu')    # asked on 2 devices: found where 1 device stored it
+    assert hit2 and calls[1][1]['devices'] == 2 and all(torch.equal(r1['state'][k], r2['state'][k]) for k in r1['state'])
+    (name, settings, build, step, data), kw = cloudpickle.loads(cloudpickle.dumps(calls[1]))    # what torchrun's workers get
+    assert name == 'pyramid' and 'devices' not in settings
+    torch.manual_seed(0)
+    assert torch.isfinite(step(build(), (data.tensors[0][:4],)))

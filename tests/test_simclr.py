@@ -301,3 +301,41 @@ def test_papermill_bad_parameter_fails_before_any_work(tmp_path, args, message):
     assert r.returncode != 0
     assert message in r.stdout + r.stderr
     assert not out.exists() or not [p for p in out.rglob('*') if p.is_file()]
+
+
+# --- devices: the pre-training on several GPUs ---------------------------------------------------------------------
+
+def _parameters(nb: str) -> set:
+    import json, re
+    from conftest import ROOT
+    cell = next(c for c in json.loads((ROOT / nb).read_text())['cells'] if 'parameters' in c['metadata'].get('tags', []))
+    return set(re.findall(r'^(\w+)\s*:\s*\w+\s*=\s*None', ''.join(cell['source']), re.M))
+
+
+def test_devices_names_the_same_run_and_more_gpus_than_here_are_refused():
+    assert 'devices' in sc.SPEC and 'devices' in _parameters(sc.NOTEBOOK) and all(p['devices'] == 1 for p in sc.PRESETS.values())
+    assert 'devices: int (default None) ' in ' '.join(papermill('--help-notebook', sc.NOTEBOOK).stdout.split())   # papermill reads it
+    for scale in ('quick', 'gpu'):
+        assert all(sc.run_name(dict(x, devices=4), scale) == sc.run_name(x, scale) for x in sc.grid(scale))
+    _, cfg = sc.check_params('smoke')
+    assert sc.pretrain_settings({**cfg, 'devices': 4}) == sc.pretrain_settings(cfg)
+    if torch.cuda.device_count() < 2:
+        from ssl_study.runs import ParamError
+        with pytest.raises(ParamError, match=r'devices=2: .* CUDA GPUs .* this machine has'): sc.check_params('smoke', devices=2)
+
+
+def test_pretrain_goes_through_launch_pretrain_and_devices_keeps_its_cache_entry(monkeypatch, outputs):
+    import cloudpickle
+    from torch.utils.data import TensorDataset
+    calls, real = [], sc.launch_pretrain
+    monkeypatch.setattr(sc, 'launch_pretrain', lambda *a, **kw: calls.append((a, kw)) or real(*a, **kw))
+    data = TensorDataset(torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)))
+    cfg = dict(sc.PRESETS['smoke'], pretrain_batch=4)
+    r1, hit1 = sc.pretrain_encoder(cfg, data, device='cpu')
+    assert not hit1 and len(r1['history']) == 1 and calls[0][1]['devices'] == 1
+    r2, hit2 = sc.pretrain_encoder({**cfg, 'devices': 2}, data, device='cpu')    # asked on 2 devices: found where 1 device stored it
+    assert hit2 and calls[1][1]['devices'] == 2 and all(torch.equal(r1['state'][k], r2['state'][k]) for k in r1['state'])
+    (name, settings, build, step, data), kw = cloudpickle.loads(cloudpickle.dumps(calls[1]))    # what torchrun's workers get
+    assert name == 'simclr' and 'devices' not in settings
+    torch.manual_seed(0)
+    assert torch.isfinite(step(build(), (data.tensors[0][:4],)))

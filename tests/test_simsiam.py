@@ -254,3 +254,78 @@ def test_papermill_bad_backbone_stops_before_any_work(tmp_path):
                   env={'SSL_STUDY_OUTPUTS': str(out), 'SSL_STUDY_CACHE': str(out / 'cache')})
     assert r.returncode != 0 and 'backbone must be one of' in r.stdout + r.stderr
     assert not out.exists() or not any(p.is_file() for p in out.rglob('*'))
+
+
+def test_grid_prints_each_note_once_and_whole(monkeypatch, capsys):
+    "`ssl-study list` calls grid() for every scale: each note once per process, never cut at a line break."
+    def no_weights(name, size, pretrained=False):
+        if pretrained: raise RuntimeError(f"pretrained {name}: not here. On a machine with internet run\n    python -c 'fetch'\nand copy it here.")
+        return backbone(name, size)
+    def no_celeba(name, *a, **k):
+        if name == 'celeba': raise FileNotFoundError(name)
+    monkeypatch.setattr(ss, 'make_backbone', no_weights)
+    monkeypatch.setattr(ss, 'check_dataset', no_celeba)
+    monkeypatch.setattr(ss, '_noted', set())
+    ss.imagenet_missing.cache_clear()
+    try:
+        for scale in SCALES: ss.grid(scale)
+    finally: ss.imagenet_missing.cache_clear()
+    out = capsys.readouterr().out
+    assert out.count("no init='imagenet' runs") == 1 and out.count('CelebA is not in the data root') == 1
+    lines = out.splitlines()
+    assert sum('internet run python -c' in l and l.rstrip().endswith('and copy it here.') for l in lines) == len(ss.BACKBONES)
+    assert not any(l.rstrip().endswith('internet run') for l in lines)
+
+
+# ---------------------------------------------------------------------------------------------------
+# devices: the pre-training on several GPUs
+# ---------------------------------------------------------------------------------------------------
+
+def _tiny_data(n=16):
+    g = torch.Generator().manual_seed(0)
+    img = lambda k: torch.randint(0, 256, (k, 3, 32, 32), dtype=torch.uint8, generator=g)
+    return dict(pool=img(n), train=(img(8), torch.arange(8) % 4), test=(img(8), torch.arange(8) % 4), val=None, n_out=4,
+                multilabel=False)
+
+
+def test_devices_names_the_same_run_and_more_gpus_than_here_are_refused():
+    import json, re
+    cell = next(c for c in json.loads((ROOT / ss.NOTEBOOK).read_text())['cells'] if 'parameters' in c['metadata'].get('tags', []))
+    assert re.search(r'^devices: int = None', ''.join(cell['source']), re.M)
+    assert 'devices: int (default None) ' in ' '.join(papermill('--help-notebook', ss.NOTEBOOK).stdout.split())   # papermill reads it
+    assert 'devices' in ss.SPEC and all(p['devices'] == 1 for p in ss.PRESETS.values())
+    for scale in ('quick', 'gpu'):
+        assert all(ss.run_name(dict(x, devices=4), scale) == ss.run_name(x, scale) for x in ss.grid(scale))
+    if torch.cuda.device_count() < 2:
+        with pytest.raises(ParamError, match=r'devices=2: .* CUDA GPUs .* this machine has'): ss.check_params('smoke', devices=2)
+
+
+def test_pretrain_goes_through_launch_pretrain_and_devices_keeps_its_cache_entry(monkeypatch, outputs):
+    import cloudpickle
+    calls, real = [], ss.launch_pretrain
+    monkeypatch.setattr(ss, 'launch_pretrain', lambda *a, **kw: calls.append((a, kw)) or real(*a, **kw))
+    data, cfg = _tiny_data(), dict(ss.PRESETS['smoke'], batch_size=4, accum=2, monitor_size=4)
+    r1, hit1 = ss.pretrain_encoder(cfg, data, device='cpu')
+    assert not hit1 and calls[0][1]['devices'] == 1 and calls[0][1]['evaluate'] is not None
+    assert len(r1['history']) == 1 and {'test_loss', 'z_std', 'knn_acc'} <= set(r1['history'][0])     # the monitors ran
+    r2, hit2 = ss.pretrain_encoder({**cfg, 'devices': 2}, data, device='cpu')    # asked on 2 devices: found where 1 device stored it
+    assert hit2 and calls[1][1]['devices'] == 2 and all(torch.equal(r1['state'][k], r2['state'][k]) for k in r1['state'])
+    r3, hit3 = ss.pretrain_encoder({**cfg, 'monitor_size': 3}, data, device='cpu')   # other monitor images: another entry
+    assert not hit3
+    (name, settings, build, step, pool), kw = cloudpickle.loads(cloudpickle.dumps(calls[1]))    # what torchrun's workers get
+    assert name == 'simsiam' and 'devices' not in settings
+    torch.manual_seed(0)
+    model = build()
+    assert torch.isfinite(step(model, (pool.tensors[0][:8],))) and set(kw['evaluate'](model.eval())) == {'test_loss', 'z_std', 'knn_acc'}
+
+
+def test_pretrain_on_two_cpu_processes_fills_the_entry_one_device_reads(outputs):
+    "The real torchrun path from the paper's own function: 2 gloo processes, gradient accumulation (2 forwards per step"
+    " under DDP), the monitors on rank 0; then devices=1 finds that entry."
+    pytest.importorskip('cloudpickle')
+    data, cfg = _tiny_data(), dict(ss.PRESETS['smoke'], batch_size=4, accum=2, monitor_size=4, devices=2)
+    r2, hit2 = ss.pretrain_encoder(cfg, data, device='cpu')
+    assert not hit2 and len(r2['history']) == 1 and {'loss', 'test_loss', 'z_std', 'knn_acc'} <= set(r2['history'][0])
+    assert np.isfinite(r2['history'][0]['loss'])
+    r1, hit1 = ss.pretrain_encoder({**cfg, 'devices': 1}, data, device='cpu')
+    assert hit1 and all(torch.equal(r1['state'][k], r2['state'][k]) for k in r2['state'])
