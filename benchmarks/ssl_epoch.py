@@ -19,7 +19,8 @@ import argparse, math, os, time
 import torch, torch.nn as nn
 import torchvision.transforms as T
 from torch.utils.data import DataLoader
-from ssl_study.data import Transformed, load_dataset, stratified_subset
+from ssl_study.data import Transformed, stratified_subset
+from ssl_study.datasets import load_dataset
 from ssl_study.loaders import TensorLoader, cached_split
 from ssl_study.models import ResNetEncoder
 from ssl_study.ssl import NTXentLoss, mlp

@@ -8,13 +8,14 @@ import copy, math, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
-import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
+import pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
 import matplotlib.pyplot as plt
 from torch.utils.data import TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 from . import evaluate as ev, overlay, pyramid, selfie, simclr, simsiam
 from .cache import fingerprint, pretrained
-from .data import check_dataset, stratified_subset
+from .data import stratified_subset
+from .datasets import check_dataset
 from .loaders import loader, train_test
 from .models import ResNetAutoencoder
 from .plots import save_fig

@@ -11,8 +11,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 import torchvision.transforms as T
 from tqdm.auto import tqdm
-from .data import (check_dataset, check_split_classes, data_root, get_targets, load_dataset, stratified_subset,
-                            Transformed)
+from .data import check_split_classes, data_root, get_targets, stratified_subset, Transformed
+from .datasets import check_dataset, load_dataset
 from .train import default_device, make_loader, save_atomic
 
 # %% auto #0

@@ -4,7 +4,7 @@
 
 # %% ../nbs/core/01_models.ipynb #3f999eac
 from __future__ import annotations
-import torch, torch.nn as nn, torchvision
+import torch.nn as nn, torchvision
 
 # %% auto #0
 __all__ = ['ResNetEncoder', 'UpBlock', 'ResNetDecoder', 'ResNetAutoencoder']

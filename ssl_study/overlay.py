@@ -270,7 +270,7 @@ def run_name(cfg: dict, scale: str) -> str:
     return run_id(label, cfg, preset, _LABEL_KEYS)
 
 # %% ../nbs/04_overlay.ipynb #9d2b43bf
-from .data import check_dataset
+from .datasets import check_dataset
 from .runs import check_cfg
 
 def check_params(scale: str | None = None, **params) -> tuple[str, dict]:

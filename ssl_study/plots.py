@@ -6,9 +6,7 @@
 from __future__ import annotations
 import os
 from pathlib import Path
-import matplotlib
 import matplotlib.pyplot as plt
-import numpy as np, torch
 
 # %% auto #0
 __all__ = ['save_fig', 'plot_history', 'image_grid', 'image_rows']

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
 import matplotlib.pyplot as plt
 from torch.utils.data import TensorDataset
-from .data import check_dataset
+from .datasets import check_dataset
 from .dist import launch_pretrain
 from .evaluate import accuracy
 from .loaders import cached_split, loader
@@ -18,7 +18,7 @@ from .runs import (COMMON_SPEC, Bool, Choice, Float, Int, ParamError, check_cfg,
                             run_id, write_text)
 from .segmentation import (IGNORE_INDEX, SEG_DATASETS, cached_seg_split, predict_masks, seg_confusion, seg_scores)
 from .train import default_device, fit
-from .views import denormalize, normalize, to_unit
+from .views import normalize, to_unit
 
 # %% auto #0
 __all__ = ['ENCODER_CHANNELS', 'FUSIONS', 'REMOVED_SCALES', 'REMOVED_FILLS', 'PROTOCOLS', 'PAPER', 'NOTEBOOK', 'TASKS', 'SPEC',

@@ -7,7 +7,8 @@ from __future__ import annotations
 import hashlib, json
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 from torch.utils.data import Subset, TensorDataset
-from .data import check_dataset, data_root, joint_seg_transform, load_dataset, Transformed
+from .data import data_root, joint_seg_transform, Transformed
+from .datasets import check_dataset, load_dataset
 from .loaders import _fingerprint, _locked
 from .train import make_loader, save_atomic
 from .views import normalize

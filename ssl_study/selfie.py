@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
 import kornia.augmentation as K, matplotlib.pyplot as plt
 from torch.utils.data import TensorDataset
-from .data import check_dataset
+from .datasets import check_dataset
 from .models import ResNetEncoder
 from .train import fit, seed_everything, warmup_cosine
 from .views import augment, normalize, to_unit

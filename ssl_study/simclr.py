@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
 from torch.utils.data import TensorDataset
-from .data import check_dataset
+from .datasets import check_dataset
 from .dist import launch_pretrain
 from .evaluate import extract_features
 from .loaders import cached_split, loader

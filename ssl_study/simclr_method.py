@@ -5,7 +5,8 @@
 # %% ../nbs/01a_simclr_method.ipynb #713e7b80
 from __future__ import annotations
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
-from .data import DAVIS, data_root
+from .data import data_root
+from .datasets import DAVIS
 from .ssl import NTXentLoss, backbone, mlp
 from .views import TwoViews, augment
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt, pandas as pd, torch, torch.nn as nn
 import torchvision.transforms as T
 from torch.utils.data import TensorDataset
-from .data import check_dataset, load_dataset
+from .datasets import check_dataset, load_dataset
 from .runs import COMMON_SPEC, Bool, Choice, Float, Int, ParamError, check_cfg, mean_std, resolve_scale, run_id, write_text
 from .ssl import backbone as make_backbone   # (a notebook parameter is called backbone)
 from .views import augment, normalize

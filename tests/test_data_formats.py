@@ -22,9 +22,8 @@ import torchvision.datasets as tvd
 import torchvision.datasets.celeba, torchvision.datasets.cifar, torchvision.datasets.stl10
 from torch.utils.data import Subset, TensorDataset
 
-from ssl_study.data import (DATASETS, DatasetNotFoundError, InMemory, Transformed, check_dataset, data_root,
-                            get_targets, joint_seg_transform, load_dataset, num_classes, stratified_split,
-                            stratified_subset)
+from ssl_study.data import DatasetNotFoundError, InMemory, Transformed, data_root, get_targets, joint_seg_transform, num_classes, stratified_split, stratified_subset
+from ssl_study.datasets import DATASETS, check_dataset, load_dataset
 
 TOL = 4  # max abs difference for flat-colour JPEGs
 

@@ -170,7 +170,7 @@ def test_bad_tensor_loader_arguments():
 
 def test_loader_picks_the_fast_path_for_tensors(folder):
     assert isinstance(loader(TensorDataset(torch.arange(5)), 2, device='cpu'), TensorLoader)
-    from ssl_study.data import load_dataset
+    from ssl_study.datasets import load_dataset
     dl = loader(load_dataset('imagefolder', path=folder), 2, shuffle=True, seed=3, device='cpu')
     assert isinstance(dl, DataLoader) and dl.batch_size == 2
 

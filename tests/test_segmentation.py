@@ -6,7 +6,7 @@ import torchvision.transforms as T
 from PIL import Image
 from torch.utils.data import TensorDataset
 import ssl_study.segmentation as seg
-from ssl_study.data import have_dataset
+from ssl_study.datasets import have_dataset
 
 
 # ---------------------------------------------------------------- metrics

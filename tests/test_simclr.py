@@ -2,7 +2,7 @@
 import math
 import numpy as np, pytest, torch, torch.nn.functional as F
 from ssl_study.ssl import NTXentLoss
-from ssl_study.data import have_dataset
+from ssl_study.datasets import have_dataset
 import ssl_study.simclr as sc
 import ssl_study.simclr_method as sm
 from conftest import papermill

@@ -141,7 +141,7 @@ def test_overlay_cli_refuses_misspelt_name(outputs, capsys):
     err = capsys.readouterr().err
     assert 'alpah' in err and 'alpha' in err.split('valid:')[1]
     assert not outputs.exists()
-    from ssl_study.data import have_dataset
+    from ssl_study.datasets import have_dataset
     if have_dataset('tiny_imagenet'):
         assert plan('overlay', 'smoke', [dict(alpha=0)])[0].name == plan('overlay', 'smoke', [dict(alpha=0.0)])[0].name
 
