@@ -37,7 +37,7 @@ study: install data
 
 test: install data browser
 	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --timing
-	$(BIN)/python -m pytest tests -q
+	$(BIN)/python -m pytest tests -q --durations=15
 
 lab: install data
 	$(BIN)/jupyter lab nbs
