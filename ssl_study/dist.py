@@ -8,13 +8,13 @@ import os, re, shlex, subprocess, sys, tempfile
 from pathlib import Path
 import torch, torch.distributed as dist
 from torch.utils.data import TensorDataset
-from .runs import check_number
+from .runs import ParamError, check_number
 from .train import fit, seed_everything
 from .cache import pretrain, pretrained
 from .loaders import loader
 
 # %% auto #0
-__all__ = ['init_process_group', 'torchrun_command', 'launch', 'main', 'launch_pretrain']
+__all__ = ['init_process_group', 'torchrun_command', 'launch', 'main', 'launch_pretrain', 'check_devices']
 
 # %% ../nbs/core/12_dist.ipynb #a0d15705
 def init_process_group(backend: str | None = None) -> torch.device:
@@ -106,6 +106,18 @@ def launch_pretrain(name: str, settings: dict, build, step, data, *, devices: in
     backend = 'gloo' if device is not None and torch.device(device).type == 'cpu' else None       # device='cpu': CPU processes
     train = lambda folder: launch(_pretrain, folder, build, step, ds, devices=devices, backend=backend, device=device, **kw)
     return pretrained(name, key, train, data=ds)
+
+# %% ../nbs/core/12_dist.ipynb #ac6d6e5a
+def check_devices(devices: int, batch_size: int, batch_name: str = 'batch_size') -> int:
+    "`devices` if this machine has that many CUDA GPUs (or devices is 1) and `batch_size` splits over them; else a ParamError."
+    check_number('devices', devices, 1, integer=True)
+    gpus = torch.cuda.device_count()
+    if devices > 1 and devices > gpus:
+        raise ParamError(f"devices={devices}: the pre-training runs on {devices} CUDA GPUs (torchrun + DDP); this machine has {gpus}")
+    if batch_size % devices:
+        raise ParamError(f"{batch_name} ({batch_size}, the global batch) must be a multiple of devices={devices}")
+    if devices > 1: _cloudpickle()
+    return devices
 
 # %% ../nbs/core/12_dist.ipynb #a0d15711
 if __name__ == '__main__' and '__file__' in globals(): sys.exit(main())

@@ -278,9 +278,7 @@ def check_params(scale: str | None = None, **params) -> tuple[str, dict]:
     scale, cfg = check_cfg(SPEC, PRESETS, scale, **params)
     red = 8 if cfg['cifar_stem'] else 32
     if cfg['image_size'] % red: raise ParamError(f"image_size must be a multiple of {red} for this encoder; got {cfg['image_size']}")
-    d, gpus = cfg['devices'], torch.cuda.device_count()
-    if d > 1 and d > gpus: raise ParamError(f"devices={d}: the pre-training runs on {d} CUDA GPUs (torchrun + DDP); this machine has {gpus}")
-    if cfg['batch_size'] % d: raise ParamError(f"batch_size ({cfg['batch_size']}, the global batch) must be a multiple of devices={d}")
+    check_devices(cfg['devices'], cfg['batch_size'])
     check_dataset(cfg['dataset'], download=cfg['download'])
     return scale, cfg
 
@@ -297,7 +295,7 @@ def load_data(cfg: dict):
             cached_split(cfg['dataset'], te, cfg['image_size'], per_class=cfg['test_per_class'], **kw))
 
 # %% ../nbs/04_overlay.ipynb #c44bed45
-from .dist import launch_pretrain
+from .dist import check_devices, launch_pretrain
 from .models import ResNetAutoencoder
 from .train import default_device, warmup_cosine
 

@@ -10,7 +10,7 @@ import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as 
 import matplotlib.pyplot as plt
 from torch.utils.data import TensorDataset
 from .datasets import check_dataset
-from .dist import launch_pretrain
+from .dist import check_devices, launch_pretrain
 from .evaluate import accuracy
 from .loaders import cached_split, loader
 from .plots import save_fig
@@ -270,9 +270,7 @@ def check_params(scale=None, **params) -> tuple[str, dict]:
     scale, cfg = check_cfg(SPEC, PRESETS, scale, **params)
     for k in ('image_size', 'seg_image_size'):
         if cfg[k] % 16: raise ParamError(f"{k} must be a multiple of 16 (four stride-2 layers); got {cfg[k]}")
-    d, gpus = cfg['devices'], torch.cuda.device_count()
-    if d > 1 and d > gpus: raise ParamError(f"devices={d}: the pre-training runs on {d} CUDA GPUs (torchrun + DDP); this machine has {gpus}")
-    if cfg['batch_size'] % d: raise ParamError(f"batch_size ({cfg['batch_size']}, the global batch) must be a multiple of devices={d}")
+    check_devices(cfg['devices'], cfg['batch_size'])
     if cfg['init'] == 'ssl' and cfg['pretrain_epochs'] < 1: raise ParamError("pretrain_epochs must be >= 1 when init='ssl'; got 0")
     if cfg['removed_fill'] != 'zeros' and cfg['removed_scale'] == 'none':
         raise ParamError(f"removed_fill={cfg['removed_fill']!r} needs a removed_scale (1, 2 or 3)")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
 from torch.utils.data import TensorDataset
 from .datasets import check_dataset
-from .dist import launch_pretrain
+from .dist import check_devices, launch_pretrain
 from .evaluate import extract_features
 from .loaders import cached_split, loader
 from .runs import (COMMON_SPEC, Choice, Float, Int, ParamError, atomic_write, check_cfg, mean_std, resolve_scale,
@@ -243,10 +243,7 @@ def check_params(scale=None, **params) -> tuple[str, dict]:
     if src != 'none' and cfg['pretrain_epochs'] < 1: raise ParamError(f"source {src!r} needs pretrain_epochs >= 1")
     if src == 'davis_temporal' and cfg['loss'] != 'correct':
         raise ParamError("the temporal loss uses the correct NT-Xent; loss='authors' applies to the image sources")
-    d, gpus = cfg['devices'], torch.cuda.device_count()
-    if d > 1 and d > gpus: raise ParamError(f"devices={d}: the pre-training runs on {d} CUDA GPUs (torchrun + DDP); this machine has {gpus}")
-    if src != 'none' and cfg['pretrain_batch'] % d:
-        raise ParamError(f"pretrain_batch ({cfg['pretrain_batch']}, the global batch) must be a multiple of devices={d}")
+    check_devices(cfg['devices'], cfg['pretrain_batch'] if src != 'none' else cfg['devices'], 'pretrain_batch')
     check_dataset('oxford_pets', download=cfg['download'])
     need = {'cifar10': 'cifar10', 'tiny_animals': 'tiny_imagenet', 'davis_frames': 'davis', 'davis_temporal': 'davis'}
     if src in need: check_dataset(need[src], download=cfg['download'] and src == 'cifar10')

@@ -16,7 +16,7 @@ from .ssl import backbone as make_backbone   # (a notebook parameter is called b
 from .views import augment, normalize
 from .loaders import cached_split, loader
 from .cache import fingerprint
-from .dist import launch_pretrain
+from .dist import check_devices, launch_pretrain
 from .train import fit, warmup_cosine
 from .evaluate import Classifier
 from .plots import save_fig
@@ -251,9 +251,7 @@ def check_params(scale=None, **params) -> tuple[str, dict]:
     batch = cfg['batch_size'] * cfg['accum']
     if cfg['pool_size'] is not None and cfg['pool_size'] < batch:
         raise ParamError(f"pool_size ({cfg['pool_size']}) must hold at least one pre-training batch (batch_size x accum = {batch})")
-    d, gpus = cfg['devices'], torch.cuda.device_count()
-    if d > 1 and d > gpus: raise ParamError(f"devices={d}: the pre-training runs on {d} CUDA GPUs (torchrun + DDP); this machine has {gpus}")
-    if cfg['batch_size'] % d: raise ParamError(f"batch_size ({cfg['batch_size']}, the BN batch over all GPUs) must be a multiple of devices={d}")
+    check_devices(cfg['devices'], cfg['batch_size'])
     check_dataset(cfg['dataset'], download=cfg['download'])
     return scale, cfg
 
