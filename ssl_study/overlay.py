@@ -271,6 +271,7 @@ def run_name(cfg: dict, scale: str) -> str:
 
 # %% ../nbs/04_overlay.ipynb #9d2b43bf
 from .datasets import check_dataset
+from .dist import check_devices
 from .runs import check_cfg
 
 def check_params(scale: str | None = None, **params) -> tuple[str, dict]:
@@ -295,7 +296,7 @@ def load_data(cfg: dict):
             cached_split(cfg['dataset'], te, cfg['image_size'], per_class=cfg['test_per_class'], **kw))
 
 # %% ../nbs/04_overlay.ipynb #c44bed45
-from .dist import check_devices, launch_pretrain
+from .dist import launch_pretrain
 from .models import ResNetAutoencoder
 from .train import default_device, warmup_cosine
 
