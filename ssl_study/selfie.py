@@ -17,7 +17,7 @@ from .loaders import loader, train_test
 from .evaluate import Classifier, accuracy
 from .cache import pretrained
 from .plots import save_fig
-from .runs import COMMON_SPEC, Bool, Choice, Float, Int, ParamError, check_cfg, mean_std, resolve_scale, run_id, write_text
+from .runs import COMMON_SPEC, Bool, Choice, Float, Int, ParamError, check_cfg, mean_std, resolve_scale, run_id, verdict, verdict_table, write_text
 
 # %% auto #0
 __all__ = ['PAPER', 'NOTEBOOK', 'INITS', 'FRACTIONS', 'SPEC', 'PRESETS', 'SEEDS', 'PAPER_RESULTS', 'patchify', 'unpatchify',
@@ -378,17 +378,25 @@ def tables(df: pd.DataFrame) -> pd.DataFrame:
                          'runs': f"{len(sup)} + {len(sel)}"})
     return pd.DataFrame(rows)
 
-def verdicts(t: pd.DataFrame) -> list[str]:
-    "One line per claim, from the CIFAR-10 rows of `tables(df)`."
-    c, out = t[t.dataset == 'cifar10'].set_index('labels'), []
-    if (g := c['ours gain']).notna().all():
-        few, full = g[['5%', '8%']].max(), g['100%']
-        out.append(f"gain largest at few labels (paper: +0.0 / +1.0 at 5 / 8 %, +0.2 at 100 %): ours {few:+.2f} at best of "
-                   f"5-8 % against {full:+.2f} at 100 %: {'holds' if few > full else 'does not hold'}")
-    if (r := c.loc['8%', 'ours std ratio']) is not None and r == r:
-        out.append(f"lower spread over seeds at 8 % (paper: std ratio 3.3, i.e. 1.0 / 0.3): ours {r:.2f} over "
-                   f"{c.loc['8%', 'runs']} runs: {'holds' if r > 1 else 'does not hold'}")
-    return out or ['no verdict yet: the CIFAR-10 grid is incomplete']
+def verdicts(df: pd.DataFrame) -> pd.DataFrame:
+    "The CIFAR-10 claims judged by `runs.verdict` (2 SE over seeds): the gain per fraction, largest at few labels, the spread."
+    df = df[df.status == 'done'] if 'status' in df else df
+    arms = {f: (_accs(df, 'cifar10', f, 'selfie'), _accs(df, 'cifar10', f, 'supervised')) for f in FRACTIONS['cifar10']}
+    rows = [dict(claim=f"{f:.0%} labels: Selfie > supervised", a=a, b=b) for f, (a, b) in arms.items()]
+    v = {f: verdict(*ab) for f, ab in arms.items()}
+    few = max((0.05, 0.08), key=lambda f: v[f]['gap'] if v[f]['gap'] == v[f]['gap'] else -math.inf)
+    d, se = v[few]['gap'] - v[1.0]['gap'], math.sqrt(v[few]['se'] ** 2 + v[1.0]['se'] ** 2)
+    res = 'inconclusive' if not se == se or abs(d) <= 2 * se else 'holds' if d > 0 else 'fails'
+    rows.append(dict(claim='the gain is largest at few labels (best of 5-8 % vs 100 %)', verdict=res,
+                     text=f"{res}: gain {v[few]['gap']:+.1f} at {few:.0%} vs {v[1.0]['gap']:+.1f} at 100 % "
+                          f"(difference {d:+.1f}, 2 SE = {2 * se:.1f})"))
+    sup, sel = arms[0.08][1], arms[0.08][0]
+    r = _std_ratio(sup, sel)
+    res = 'holds' if len(sup) >= 3 and len(sel) >= 3 and r is not None and r > 1 else 'inconclusive'
+    rows.append(dict(claim='lower spread over seeds at 8 % (paper: std ratio 3.3)', verdict=res,
+                     text=f"{res}: std(supervised) / std(Selfie) = {'–' if r is None else f'{r:.2f}'} "
+                          f"({len(sup)} vs {len(sel)} seeds; holds only with >= 3 seeds each and a ratio > 1)"))
+    return verdict_table(rows)
 
 # %% ../nbs/03_selfie.ipynb #348f6322
 def accuracy_figure(df: pd.DataFrame):
@@ -415,7 +423,8 @@ def report(df: pd.DataFrame, folder) -> list[Path]:
     md = (f"# Selfie: our numbers beside the paper's ({scale} scale)\n\nTest accuracy (%), mean ± std over seeds, last "
           f"evaluation. Tiny ImageNet at 32 px stands in for ImageNet 32 x 32 (the paper's numbers there are ImageNet's). "
           f"Gain: Selfie minus supervised; std ratio: std(supervised) / std(Selfie).\n\n{t.to_markdown(index=False)}\n\n"
-          "## Verdicts\n\n" + ''.join(f"- {v}\n" for v in verdicts(t)))
+          "## Verdicts\n\nCIFAR-10, test accuracy (%); holds / fails: the gap is beyond 2 SE over seeds (issue 12).\n\n"
+          + verdicts(df)[['claim', 'text']].to_markdown(index=False) + '\n')
     out = [write_text(folder / 'tables.md', md), write_text(folder / 'table.csv', t.to_csv(index=False))]
     fig = accuracy_figure(df); out.append(save_fig(fig, folder / 'accuracy_vs_fraction.png')); plt.close(fig)
     return out

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt, pandas as pd, torch, torch.nn as nn
 import torchvision.transforms as T
 from torch.utils.data import TensorDataset
 from .datasets import check_dataset, load_dataset
-from .runs import COMMON_SPEC, Bool, Choice, Float, Int, ParamError, check_cfg, mean_std, resolve_scale, run_id, write_text
+from .runs import COMMON_SPEC, Bool, Choice, Float, Int, ParamError, check_cfg, mean_std, resolve_scale, run_id, verdict_table, write_text
 from .ssl import backbone as make_backbone   # (a notebook parameter is called backbone)
 from .views import augment, normalize
 from .loaders import cached_split, loader
@@ -296,23 +296,19 @@ def tables(df: pd.DataFrame) -> dict:
 
 # %% ../nbs/02_simsiam.ipynb #0119b15f
 def verdicts(df: pd.DataFrame) -> list[str]:
-    "One line per claim of the paper: what our runs say."
-    df, out = _runs(df), []
-    acc = {i: _sel(df, dataset='cifar10', backbone='resnet18', init=i).get('test_acc', pd.Series(dtype=float)).dropna() for i in ('simsiam', 'random', 'none')}
-    if all(len(a) for a in acc.values()):
-        m, sd = {i: a.mean() for i, a in acc.items()}, max(a.std() if len(a) > 1 else 0 for a in acc.values())
-        ok = m['simsiam'] > m['random'] > m['none']
-        gaps = min(m['simsiam'] - m['random'], m['random'] - m['none'])
-        out.append(f"CIFAR-10, SimSiam > random-image SimSiam > none: {'supported' if ok else 'not supported'} "
-                   f"({m['simsiam']:.1f} / {m['random']:.1f} / {m['none']:.1f} % test, n = {min(map(len, acc.values()))} seeds"
-                   + (f"; smallest gap {gaps:.1f} vs largest seed std {sd:.1f}: {'beyond' if gaps > sd else 'within'} noise)" if sd else ")"))
+    "One line per claim of the paper: the 2-SE verdicts of `runs.verdict` (test %), then the other observations."
+    df = _runs(df)
+    acc = lambda ds, b, i: list(_sel(df, dataset=ds, backbone=b, init=i).get('test_acc', pd.Series(dtype=float)))
+    c10 = lambda i: acc('cifar10', 'resnet18', i)
+    rows = [dict(claim='CIFAR-10: SimSiam > random-image SimSiam', a=c10('simsiam'), b=c10('random')),
+            dict(claim='CIFAR-10: random-image SimSiam > none', a=c10('random'), b=c10('none'))]
+    rows += [dict(claim=f"STL-10 protocol, {b}: SimSiam > none", a=acc((STL_STANDIN, 'stl10'), b, 'simsiam'),
+                  b=acc((STL_STANDIN, 'stl10'), b, 'none')) for b in BACKBONES]
+    out = [f"{r.claim}: {r.text}" for r in verdict_table(rows).itertuples()]
     gain = {}
     for b in BACKBONES:
         t = {i: _sel(df, dataset=(STL_STANDIN, 'stl10'), backbone=b, init=i).get('test_acc', pd.Series(dtype=float)).mean() for i in ('none', 'simsiam')}
         if not any(pd.isna(v) for v in t.values()): gain[b] = t['simsiam'] - t['none']
-    if gain:
-        out.append(f"STL-10 protocol, every backbone gains from SimSiam: {'supported' if min(gain.values()) > 0 else 'not supported'} ("
-                   + ', '.join(f"{b} {g:+.1f}" for b, g in gain.items()) + ' points)')
     if all(b in gain for b in BACKBONES):
         ok = max(gain['vit_small'], gain['pit_ti']) < min(gain['resnet18'], gain['efficientnet_b0'])
         out.append(f"Transformers gain least from short pre-training: {'supported' if ok else 'not supported'}")
@@ -354,9 +350,10 @@ def report(df: pd.DataFrame, folder) -> list[Path]:
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
     t, scale = tables(df), df.scale.iloc[0] if 'scale' in df and len(df) else ''
     md = (f"# SimSiam across backbones: our numbers beside the paper's ({scale} scale)\n\nTop-1 % on the test split; "
-          f"Table 2 runs the STL-10 protocol on {STL_STANDIN} (the paper: STL-10). Validation: the best epoch's.\n\n## Verdicts\n\n"
-          + ''.join(f"- {v}\n" for v in verdicts(df))
-          + ''.join(f"\n## {k}\n\n{v.to_markdown(index=False)}\n" for k, v in t.items()))
+          f"Table 2 runs the STL-10 protocol on {STL_STANDIN} (the paper: STL-10). Validation: the best epoch's.\n"
+          + ''.join(f"\n## {k}\n\n{v.to_markdown(index=False)}\n" for k, v in t.items())
+          + "\n## Verdicts\n\nholds / fails: the gap is beyond 2 SE over seeds (issue 12); else inconclusive.\n\n"
+          + ''.join(f"- {v}\n" for v in verdicts(df)))
     out = [write_text(folder / 'tables.md', md)] + [write_text(folder / f'{k}.csv', v.to_csv(index=False)) for k, v in t.items()]
     for name, fig in _history_figures(df, folder).items(): out.append(save_fig(fig, folder / f'{name}.png')); plt.close(fig)
     return out
