@@ -7,10 +7,11 @@ from __future__ import annotations
 import torch, torch.nn as nn
 
 # %% auto #0
-__all__ = ['AA_OPS', 'CORRUPTIONS', 'PRETRAIN_AUGS', 'FINETUNE_AUGS', 'PAPER', 'NOTEBOOK', 'SPEC', 'PRESETS', 'PAPER_RESULTS',
-           'partner_indices', 'Overlay', 'RandomMask', 'AutoAugment', 'build_corruption', 'PlainView', 'pretrain_view',
-           'finetune_view', 'Pretext', 'ReconstructionLoss', 'grid', 'run_name', 'check_params', 'load_data',
-           'pretrain_settings', 'pretrain', 'last_layer_probe', 'evaluate_encoder', 'table1', 'tables', 'report']
+__all__ = ['AA_OPS', 'CORRUPTIONS', 'PRETRAIN_AUGS', 'FINETUNE_AUGS', 'PAPER', 'NOTEBOOK', 'SPEC', 'PRESETS', 'SEEDS', 'DECIDING',
+           'PAPER_RESULTS', 'partner_indices', 'Overlay', 'RandomMask', 'AutoAugment', 'build_corruption', 'PlainView',
+           'pretrain_view', 'finetune_view', 'Pretext', 'ReconstructionLoss', 'grid', 'run_name', 'check_params',
+           'load_data', 'pretrain_settings', 'pretrain', 'last_layer_probe', 'evaluate_encoder', 'table1', 'tables',
+           'verdicts', 'report']
 
 # %% ../nbs/04_overlay.ipynb #e1c5c2f2
 def partner_indices(n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
@@ -236,6 +237,7 @@ SPEC = {**COMMON_SPEC,
     'probe_lr': Float(0, lo_open=True, help='learning rate of the standardised probe (our addition; not the paper protocol)')}
 
 # %% ../nbs/04_overlay.ipynb #45c0f5b3
+from .runs import resolve_scale
 _COMMON = dict(corruption='overlay', alpha=0.3, mask_ratio=1.0, pretrain_aug='crop', finetune_aug='none', seed=0, download=False,
                num_workers=0, devices=1, momentum=0.9, weight_decay=1e-4, lr=0.05, finetune_lr=0.01, probe_lr=0.1, probe_epochs=5,
                cifar_stem=False, dataset='tiny_imagenet', per_class=None, test_per_class=None)
@@ -244,20 +246,25 @@ PRESETS = dict(
                pretrain_epochs=1, finetune_epochs=1, probe_epochs=1),
     quick=dict(_COMMON, n_classes=10, per_class=60, test_per_class=20, image_size=32, arch=18, batch_size=16,
                pretrain_epochs=4, finetune_epochs=4),
-    gpu=dict(_COMMON, n_classes=None, image_size=64, arch=18, batch_size=256, pretrain_epochs=25, finetune_epochs=20),
+    gpu=dict(_COMMON, n_classes=None, image_size=64, arch=18, batch_size=256, pretrain_epochs=14, finetune_epochs=12),
     paper=dict(_COMMON, dataset='caltech256', n_classes=256, image_size=224, arch=50, batch_size=256,
                pretrain_epochs=50, finetune_epochs=20, num_workers=8))
 
+SEEDS = dict(smoke=(0,), quick=(0,), gpu=(0, 1, 2), paper=(0, 1, 2))
+DECIDING = (dict(corruption='overlay', alpha=0.3), dict(corruption='overlay', alpha=0.0), dict(corruption='autoaugment'),
+            dict(corruption='none'))     # the runs behind the headline claims get every seed of the scale
+
 def grid(scale: str) -> list[dict]:
-    "The ablation: alpha in {0,...,0.4}, masking m in {1,...,4}, AutoAugment, and no pre-training."
-    return ([dict(corruption='overlay', alpha=a) for a in (0.0, 0.1, 0.2, 0.3, 0.4)]
+    "The ablation: alpha in {0,...,0.4}, masking m in {1,...,4}, AutoAugment, no pre-training; DECIDING runs over SEEDS."
+    base = ([dict(corruption='overlay', alpha=a) for a in (0.0, 0.1, 0.2, 0.3, 0.4)]
             + [dict(corruption='mask', mask_ratio=m) for m in (1, 2, 3, 4)]
             + [dict(corruption='autoaugment'), dict(corruption='none')])
+    return base + [dict(d, seed=s) for s in SEEDS[resolve_scale(scale)][1:] for d in DECIDING]
 
 # %% ../nbs/04_overlay.ipynb #19ec689b
 from .runs import resolve_scale, run_id
 
-_LABEL_KEYS = ('corruption', 'alpha', 'mask_ratio', 'download', 'num_workers', 'devices')   # devices: where, not what
+_LABEL_KEYS = ('corruption', 'alpha', 'mask_ratio', 'seed', 'download', 'num_workers', 'devices')   # devices: where, not what
 
 def run_name(cfg: dict, scale: str) -> str:
     "Folder name of a run: the corruption and its strength, plus a hash of other non-preset settings."
@@ -267,6 +274,7 @@ def run_name(cfg: dict, scale: str) -> str:
     label = {'overlay': f"overlay-alpha{float(cfg.get('alpha', preset['alpha']))}",
              'mask': f"mask-m{cfg.get('mask_ratio', preset['mask_ratio']):g}",
              'autoaugment': 'autoaugment', 'none': 'supervised'}[c]
+    if cfg.get('seed', preset['seed']) != preset['seed']: label += f"-seed{cfg['seed']}"
     return run_id(label, cfg, preset, _LABEL_KEYS)
 
 # %% ../nbs/04_overlay.ipynb #9d2b43bf
@@ -404,6 +412,22 @@ def tables(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         rows.append(row)
     return table1(df), pd.DataFrame(rows)
 
+# %% ../nbs/04_overlay.ipynb #62fd48f5
+from .runs import verdict_table
+
+def verdicts(df: pd.DataFrame) -> pd.DataFrame:
+    "One row per headline claim: claim, verdict and the numbers that decide it (fine-tune top-1, best epoch, per seed)."
+    df = df[df.status == 'done'] if 'status' in df else df
+    acc = lambda sel: df[sel].finetune_best_acc.tolist()
+    ov = lambda a: acc((df.corruption == 'overlay') & (df.alpha == a))
+    masks = df[df.corruption == 'mask']
+    best_m = masks.groupby('mask_ratio').finetune_best_acc.mean().idxmax() if len(masks) else None
+    rows = [dict(claim=f'α = 0.3 beats α = {a}', a=ov(0.3), b=ov(a)) for a in (0.0, 0.1, 0.2, 0.4)]
+    rows += [dict(claim=f'overlay (α = 0.3) beats {name}', a=ov(0.3), b=acc(sel)) for name, sel in (
+        (f'random masking (best m = {best_m:g})' if best_m is not None else 'random masking', (df.corruption == 'mask') & (df.mask_ratio == best_m)),
+        ('AutoAugment', df.corruption == 'autoaugment'), ('supervised (no pre-training)', df.corruption == 'none'))]
+    return verdict_table(rows)
+
 # %% ../nbs/04_overlay.ipynb #065273ad
 import matplotlib.pyplot as plt
 from .plots import save_fig
@@ -418,7 +442,8 @@ def report(df: pd.DataFrame, folder) -> list[Path]:
           f"Dataset: {', '.join(sorted(map(str, df.dataset.dropna().unique()))) if 'dataset' in df else '?'} "
           f"(paper: Caltech-256). Accuracies are top-1 % on the test split. 'linear (paper protocol)': last layer only, "
           f"fine-tuning optimiser; 'standardised': our probe on standardised features, lr 0.1.\n\n"
-          f"## Table 1: overlay strength α\n\n{t1.to_markdown(index=False)}\n\n## Table 2: methods\n\n{t2.to_markdown(index=False)}\n")
+          f"## Table 1: overlay strength α\n\n{t1.to_markdown(index=False)}\n\n## Table 2: methods\n\n{t2.to_markdown(index=False)}\n\n"
+          f"## Verdicts (fine-tune top-1, holds / fails beyond 2 SE over seeds)\n\n{verdicts(df)[['claim', 'text']].to_markdown(index=False)}\n")
     out = [write_text(folder / 'tables.md', md)]
     for name, t in (('table1.csv', t1), ('table2.csv', t2)): out.append(write_text(folder / name, t.to_csv(index=False)))
     ov = df[(df.corruption == 'overlay') & (df.status == 'done')] if 'status' in df else df[df.corruption == 'overlay']

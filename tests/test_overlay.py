@@ -313,7 +313,27 @@ def test_run_name_same_for_int_and_float_values():
     assert ov.run_name(dict(corruption='overlay', alpha=0), 'quick') == ov.run_name(dict(corruption='overlay', alpha=0.0), 'quick')
     assert ov.run_name(dict(corruption='mask', mask_ratio=2), 'quick') == ov.run_name(dict(corruption='mask', mask_ratio=2.0), 'quick') == 'mask-m2'
     assert ov.run_name(dict(corruption='overlay', alpha=0.3, lr=1), 'quick') == ov.run_name(dict(corruption='overlay', alpha=0.3, lr=1.0), 'quick')
-    assert len({ov.run_name(g, 'gpu') for g in ov.grid('gpu')}) == 11
+    assert len({ov.run_name(g, 'gpu') for g in ov.grid('gpu')}) == len(ov.grid('gpu')) == 19     # every run its own folder
+
+
+def test_gpu_grid_gives_the_deciding_runs_three_seeds():
+    "A verdict needs a standard error: alpha 0.3, alpha 0, AutoAugment and supervised run at seeds 0, 1 and 2."
+    cfgs = [ov.check_params('gpu', **g)[1] for g in ov.grid('gpu')]
+    seeds = lambda **kw: sorted(c['seed'] for c in cfgs if all(c[k] == v for k, v in kw.items()))
+    assert seeds(corruption='overlay', alpha=0.3) == seeds(corruption='none') == seeds(corruption='autoaugment') == [0, 1, 2]
+    assert seeds(corruption='overlay', alpha=0.1) == [0] and seeds(corruption='mask', mask_ratio=2.0) == [0]
+    assert ov.run_name(cfgs[-1], 'gpu') == 'supervised-seed2'
+
+
+def test_verdicts_follow_the_two_se_rule():
+    "alpha 0.3 vs supervised: a gap of 10 with spread 1 holds; reversed it fails; one seed is inconclusive."
+    import pandas as pd
+    rows = lambda a, b, seeds: pd.DataFrame([dict(status='done', corruption=c, alpha=0.3, mask_ratio=1.0, finetune_best_acc=v + d)
+                                             for d in seeds for c, v in (('overlay', a), ('none', b))])
+    claim = 'overlay (α = 0.3) beats supervised (no pre-training)'
+    pick = lambda df: ov.verdicts(df).set_index('claim').loc[claim, 'verdict']
+    assert pick(rows(40, 30, (-1, 0, 1))) == 'holds' and pick(rows(30, 40, (-1, 0, 1))) == 'fails'
+    assert pick(rows(40, 30, (0,))) == 'inconclusive' and pick(rows(30.5, 30, (-1, 0, 1))) == 'inconclusive'
 
 
 # --- data (fidelity: Caltech-256 at paper scale has 256 classes, no clutter) ---------------------------------
