@@ -4,7 +4,6 @@
 
 # %% ../nbs/01_simclr.ipynb #4c992488
 from __future__ import annotations
-import math
 from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
 from torch.utils.data import TensorDataset
@@ -251,6 +250,7 @@ def check_params(scale=None, **params) -> tuple[str, dict]:
     return scale, cfg
 
 # %% ../nbs/01_simclr.ipynb #f4d26cde
+from .runs import verdict
 PAPER_RESULTS = dict(
     fig2='pixel accuracy per source and label fraction: a bar chart only, no numbers in the text',
     claims={'pre-training beats the baseline, most at few labels': ('cifar10', 'none'),
@@ -263,22 +263,22 @@ def _variant(r) -> str:
     return r.source + ('/stock' if r.stem == 'stock' else '') + ('/authors' if r.loss == 'authors' else '')
 
 def _compare(df: pd.DataFrame, a: str, b: str, metric: str = 'pixel_acc') -> pd.DataFrame:
-    "Per label point: mean of variant a and b, their difference, and whether it exceeds one std of the difference."
+    "Per label point: mean of variant a and b, their difference, and `runs.verdict` of a > b (2 SE over seeds)."
     rows = []
     for pt, g in df.groupby('label_point', sort=False):
         x, y = g[g.variant == a][metric] * 100, g[g.variant == b][metric] * 100
         if not len(x) or not len(y): continue
-        sd = math.sqrt((x.var(ddof=1) if len(x) > 1 else 0) + (y.var(ddof=1) if len(y) > 1 else 0))
-        d = x.mean() - y.mean()
-        rows.append(dict(label_point=pt, a=x.mean(), b=y.mean(), diff=d, separated=abs(d) > sd, n_labels=g.n_train.iloc[0]))
+        v = verdict(x.tolist(), y.tolist(), 'greater')
+        rows.append(dict(label_point=pt, a=x.mean(), b=y.mean(), diff=v['gap'], verdict=v['verdict'], n_labels=g.n_train.iloc[0]))
     return pd.DataFrame(rows)
 
 # %% ../nbs/01_simclr.ipynb #37c84856
 def _verdict(c: pd.DataFrame, few: bool) -> str:
+    "One claim over the label points: holds / fails where every point does (`runs.verdict`), else mixed or inconclusive."
     if not len(c): return 'no runs'
-    wins, losses = (c.separated & (c['diff'] > 0)).sum(), (c.separated & (c['diff'] < 0)).sum()
-    s = ('mixed' if wins and losses else 'holds' if wins == len(c) else 'reversed' if losses == len(c) else
-         'holds where separated' if wins else 'reversed where separated' if losses else 'not separated')
+    wins, losses = (c.verdict == 'holds').sum(), (c.verdict == 'fails').sum()
+    s = ('mixed' if wins and losses else 'holds' if wins == len(c) else 'fails' if losses == len(c) else
+         'holds at some label counts' if wins else 'fails at some label counts' if losses else 'inconclusive')
     if few and len(c) > 1:
         c = c.sort_values('n_labels')
         s += f"; the gain is {'' if c['diff'].iloc[0] > c['diff'].iloc[-1] else 'not '}larger at the fewest labels"
@@ -354,8 +354,8 @@ def report(df: pd.DataFrame, folder) -> list[Path]:
     md = (f"# SimCLR for segmentation: our numbers beside the report's ({scale} scale)\n\nThe report gives Fig. 2 as a bar "
           f"chart only; we compare with its claims. Pixel accuracy (%) on the Pet test split, mean ± std over seeds.\n\n"
           f"## Fig. 2: pixel accuracy\n\n{t['pixel_acc'].to_markdown(disable_numparse=True)}\n\n## Mean IoU (%)\n\n{t['miou'].to_markdown(disable_numparse=True)}\n\n"
-          f"## The claims\n\nA difference counts when it exceeds one std of the difference over seeds; with one seed "
-          f"every difference counts, so read those verdicts as indications.\n\n{t['claims'].to_markdown(index=False)}\n")
+          f"## The claims\n\nAt each label count a claim holds (or fails) when the gap exceeds twice its standard error "
+          f"over seeds (`runs.verdict`); with one seed it is inconclusive.\n\n{t['claims'].to_markdown(index=False)}\n")
     out = [write_text(folder / 'tables.md', md)] + [write_text(folder / f'{k}.csv', v.to_csv()) for k, v in t.items()]
     if len(t['pixel_acc']): out.append(save_fig(_bars(t['pixel_acc'], f'Fig. 2, ours ({scale})'), folder / 'fig2_pixel_acc.png'))
     for fig_name, fig in fig3(df, folder).items(): out.append(save_fig(fig, folder / f'{fig_name}.png'))
