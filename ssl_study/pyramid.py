@@ -26,7 +26,8 @@ __all__ = ['ENCODER_CHANNELS', 'FUSIONS', 'REMOVED_SCALES', 'REMOVED_FILLS', 'PR
            'fuse_scales', 'PyramidInpainter', 'from_authors', 'random_patch_mask', 'mask_patch', 'masked_mse',
            'inpainting_loss', 'PyramidClassifier', 'remove_scale', 'trainable', 'authors_target', 'segmentation_head',
            'authors_scores', 'grid', 'run_name', 'variant', 'check_params', 'to_input', 'load_pretext', 'load_cls_data',
-           'load_seg_data', 'pretrain', 'initial_model', 'classify', 'seg_metrics', 'segment', 'tables', 'report']
+           'load_seg_data', 'pretrain', 'initial_model', 'classify', 'seg_metrics', 'segment', 'tables', 'verdicts',
+           'report']
 
 # %% ../nbs/00_pyramid.ipynb #b91386e1
 def gaussian_pyramid(x: torch.Tensor, n_scales: int = 3) -> list[torch.Tensor]:
@@ -396,6 +397,26 @@ def tables(df: pd.DataFrame) -> pd.DataFrame:
             rows.append(row)
     return pd.DataFrame(rows)
 
+# %% ../nbs/00_pyramid.ipynb #6a55681a
+from .runs import verdict_table
+
+def verdicts(df: pd.DataFrame) -> pd.DataFrame:
+    "One row per headline claim and fusion: claim, verdict, and the numbers that decide it."
+    df, rows, P = _done(df), [], {k: v['cls_acc'] for k, v in PAPER_RESULTS.items()}
+    for fusion in ('authors_code', 'as_described'):
+        sub = df[(df.fusion == fusion) & (df.cls_inputs == 'full') & (df.removed_fill == 'zeros')]
+        pick = lambda init, r, col: sub[(sub.init == init) & (sub.removed_scale == r)][col].tolist() if col in sub else []
+        full = lambda col: pick('ssl', 'none', col)
+        rows.append(dict(claim=f"{fusion}: SSL beats random init (paper {P['SSL']} vs {P['non-SSL (random init)']})",
+                         a=full('cls_final_acc'), b=pick('random', 'none', 'cls_final_acc')))
+        for r in (1, 2, 3):
+            paper = P[f'SSL, scale {r} removed']; exp = 'less' if paper < P['SSL'] else 'greater'
+            rows.append(dict(claim=f"{fusion}: removing scale {r} {'lowers' if exp == 'less' else 'raises'} accuracy (paper {paper} vs {P['SSL']})",
+                             a=pick('ssl', r, 'cls_final_acc'), b=full('cls_final_acc'), expect=exp))
+        rows.append(dict(claim=f"{fusion}: SSL's IoU (authors' metric) beats an all-background map",
+                         a=full('authors_iou'), b=full('authors_iou_all_background')))
+    return verdict_table(rows)
+
 # %% ../nbs/00_pyramid.ipynb #6f07ee4f
 def _bars(done: pd.DataFrame, path) -> Path:
     fig, axs = plt.subplots(1, 2, figsize=(12, 3.8))
@@ -419,7 +440,8 @@ def report(df: pd.DataFrame, folder) -> list[Path]:
           f"{col('cls_dataset')} test accuracy (paper: Flowers-102), final epoch. Segmentation: {col('seg_dataset')} (paper: PASCAL VOC). "
           f"'IoU (authors' metric)': their per-image macro Jaccard on the binary void-border target ('all-background': what predicting "
           f"background everywhere scores on it). mIoU, pixel accuracy: over the real classes, the void border ignored. '(ones)': the "
-          f"removed encoder's weights set to 1, as in the run behind the paper's 0.4982. Mean ± std over seeds.\n\n{t.to_markdown(index=False)}\n")
+          f"removed encoder's weights set to 1, as in the run behind the paper's 0.4982. Mean ± std over seeds.\n\n{t.to_markdown(index=False)}\n\n"
+          f"## Verdicts (holds / fails beyond 2 SE over seeds)\n\n{verdicts(df)[['claim', 'text']].to_markdown(index=False)}\n")
     out = [write_text(folder / 'table1.md', md), write_text(folder / 'table1.csv', t.to_csv(index=False))]
     done = _done(df)
     if len(done):

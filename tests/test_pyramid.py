@@ -371,3 +371,21 @@ def test_pretrain_goes_through_launch_pretrain_and_devices_keeps_its_cache_entry
     assert name == 'pyramid' and 'devices' not in settings
     torch.manual_seed(0)
     assert torch.isfinite(step(build(), (data.tensors[0][:4],)))
+
+
+def test_verdicts_judge_the_headline_claims_by_two_se():
+    "SSL vs random init holds with a 10-point gap and spread 0.5; a removed scale in the paper's direction; and the authors'"
+    " IoU against the all-background score (equal here: inconclusive, as on the authors' own outputs)."
+    import pandas as pd
+    import ssl_study.pyramid as pm
+    rows = [dict(status='done', fusion='authors_code', cls_inputs='full', removed_fill='zeros', init=i, removed_scale=r,
+                 cls_final_acc=acc + s, authors_iou=0.4724 + s / 1000, authors_iou_all_background=0.4724)
+            for s in (-0.5, 0.0, 0.5) for i, r, acc in (('ssl', 'none', 30.0), ('random', 'none', 20.0), ('ssl', 1, 25.0), ('ssl', 2, 35.0))]
+    v = pm.verdicts(pd.DataFrame(rows)).set_index('claim')
+    assert v.loc['authors_code: SSL beats random init (paper 28.55 vs 24.24)', 'verdict'] == 'holds'
+    assert v.loc['authors_code: removing scale 1 lowers accuracy (paper 23.91 vs 28.55)', 'verdict'] == 'holds'
+    assert v.loc['authors_code: removing scale 2 raises accuracy (paper 29.15 vs 28.55)', 'verdict'] == 'holds'
+    assert v.loc['authors_code: removing scale 3 raises accuracy (paper 29.59 vs 28.55)', 'text'].startswith('inconclusive: no runs')
+    assert v.loc["authors_code: SSL's IoU (authors' metric) beats an all-background map", 'verdict'] == 'inconclusive'
+    rows = [dict(r, cls_final_acc=r['cls_final_acc'] - 20 * (r['init'] == 'ssl')) for r in rows]   # SSL now far below random init
+    assert pm.verdicts(pd.DataFrame(rows)).set_index('claim').loc['authors_code: SSL beats random init (paper 28.55 vs 24.24)', 'verdict'] == 'fails'
