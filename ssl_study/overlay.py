@@ -4,11 +4,11 @@
 
 # %% ../nbs/04_overlay.ipynb #76293826
 from __future__ import annotations
-import torch, torch.nn as nn
+import torch, torch.nn as nn, torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['AA_OPS', 'CORRUPTIONS', 'PRETRAIN_AUGS', 'FINETUNE_AUGS', 'PAPER', 'NOTEBOOK', 'SPEC', 'PRESETS', 'SEEDS', 'DECIDING',
-           'PAPER_RESULTS', 'partner_indices', 'Overlay', 'RandomMask', 'AutoAugment', 'build_corruption', 'PlainView',
+__all__ = ['CORRUPTIONS', 'PRETRAIN_AUGS', 'FINETUNE_AUGS', 'PAPER', 'NOTEBOOK', 'SPEC', 'PRESETS', 'SEEDS', 'DECIDING',
+           'PAPER_RESULTS', 'partner_indices', 'Overlay', 'RandomMask', 'build_corruption', 'PlainView',
            'pretrain_view', 'finetune_view', 'Pretext', 'ReconstructionLoss', 'grid', 'run_name', 'check_params',
            'load_data', 'pretrain_settings', 'pretrain', 'last_layer_probe', 'evaluate_encoder', 'table1', 'tables',
            'verdicts', 'report']
@@ -50,111 +50,8 @@ class RandomMask(nn.Module):
         return x * keep.view(b, 1, h, w)
     def extra_repr(self) -> str: return f'ratio={self.ratio}'
 
-# %% ../nbs/04_overlay.ipynb #67121599
-import torch.nn.functional as F
-
-def _blend(u, v, m):
-    "torchvision's `_blend(u, v, 1 + m)` on uint8 values: f u + (1 - f) v, clamped and truncated (f, 1 - f rounded as torchvision does)."
-    f = 1 + m.double().view(-1, 1, 1, 1)
-    return (f.float() * u + (1 - f).float() * v).clamp(0, 255).floor()
-
-def _gray(u): return (0.2989 * u[:, 0] + 0.587 * u[:, 1] + 0.114 * u[:, 2]).floor().unsqueeze(1)
-
-def _affine(u, m):
-    "Nearest-neighbour warp with per-image inverse maps `m` (n, 2, 3) in centred pixel coordinates, zero fill."
-    n, _, h, w = u.shape
-    xs = torch.linspace(-w * 0.5 + 0.5, w * 0.5 - 0.5, w, device=u.device)
-    ys = torch.linspace(-h * 0.5 + 0.5, h * 0.5 - 0.5, h, device=u.device)
-    base = torch.stack([xs.expand(h, w), ys[:, None].expand(h, w), torch.ones(h, w, device=u.device)], -1).view(1, h * w, 3)
-    grid = base.expand(n, -1, -1).bmm(m.transpose(1, 2) / torch.tensor([0.5 * w, 0.5 * h], device=u.device))
-    return F.grid_sample(u, grid.view(n, h, w, 2), mode='nearest', padding_mode='zeros', align_corners=False)
-
-def _rotate(u, deg):
-    a = torch.deg2rad(deg); c, s, z = a.cos(), a.sin(), torch.zeros_like(a)
-    return _affine(u, torch.stack([torch.stack([c, -s, z], 1), torch.stack([s, c, z], 1)], 1))
-
-def _shear_x(u, m):   # torchvision: affine(shear=atan(m) in degrees, center=(0, 0)), i.e. about the top edge
-    z, o = torch.zeros_like(m), torch.ones_like(m)
-    return _affine(u, torch.stack([torch.stack([o, m, m * u.shape[-2] / 2], 1), torch.stack([z, o, z], 1)], 1))
-
-# %% ../nbs/04_overlay.ipynb #48198f78
-def _equalize(u, _):
-    "torchvision's per-channel histogram equalisation, for a batch."
-    n, c, h, w = u.shape
-    q = u.long().view(n * c, h * w)
-    hist = torch.zeros(n * c, 256, device=u.device, dtype=torch.long).scatter_add_(1, q, torch.ones_like(q))
-    last = hist.gather(1, (hist > 0).long().mul(torch.arange(256, device=u.device)).argmax(1, keepdim=True))
-    step = (h * w - last) // 255            # pixels outside the top non-empty bin, / 255
-    lut = F.pad((hist.cumsum(1) + step // 2) // step.clamp(min=1), (1, 0))[:, :-1].clamp(0, 255)
-    return torch.where(step > 0, lut.gather(1, q), q).view(n, c, h, w).to(u.dtype)
-
-def _sharpness(u, m):
-    k = torch.ones(3, 1, 3, 3, device=u.device); k[:, :, 1, 1] = 5
-    smooth = u.clone(); smooth[..., 1:-1, 1:-1] = F.conv2d(u, k / 13, groups=3).round()
-    return _blend(u, smooth, m)
-
-def _autocontrast(u, _):
-    lo, hi = u.amin((-2, -1), keepdim=True), u.amax((-2, -1), keepdim=True)
-    scale = 255 / (hi - lo); flat = ~torch.isfinite(scale)
-    return ((u - torch.where(flat, 0, lo)) * torch.where(flat, 1, scale)).clamp(0, 255).floor()
-
-# %% ../nbs/04_overlay.ipynb #09d3abe4
-AA_OPS = {  # torchvision AutoAugment op name -> f(u: (n, 3, H, W) uint8 values in float, m: (n,) magnitudes)
-    'ShearX': _shear_x, 'Rotate': _rotate, 'Equalize': _equalize, 'Sharpness': _sharpness, 'AutoContrast': _autocontrast,
-    'Posterize': lambda u, b: (u.long() & (-(2 ** (8 - b.long()))).view(-1, 1, 1, 1)).to(u.dtype),
-    'Solarize': lambda u, t: torch.where(u >= t.view(-1, 1, 1, 1), 255 - u, u),
-    'Color': lambda u, m: _blend(u, _gray(u), m),
-    'Contrast': lambda u, m: _blend(u, _gray(u).mean((1, 2, 3), keepdim=True), m),
-    'Invert': lambda u, _: 255 - u}
-
-# %% ../nbs/04_overlay.ipynb #b1a9b694
-import torchvision.transforms as T
-
-def _magnitude(op: str, b) -> float:
-    "torchvision's AutoAugment magnitude of bin `b` (of 10) for `op` (0 for ops without one)."
-    if b is None: return 0.0
-    table = {'ShearX': torch.linspace(0.0, 0.3, 10), 'Rotate': torch.linspace(0.0, 30.0, 10), 'Solarize': torch.linspace(255.0, 0.0, 10),
-             'Posterize': 8 - (torch.arange(10) / (9 / 4)).round(), **{k: torch.linspace(0.0, 0.9, 10) for k in ('Color', 'Contrast', 'Sharpness')}}
-    return float(table[op][b])
-
-_SIGNED = ('ShearX', 'Rotate', 'Color', 'Contrast', 'Sharpness')
-
-def _policy_tables(policy) -> tuple[list, dict]:
-    "Op names, and per (sub-policy, slot) tensors: op index, probability, magnitude, signed."
-    names = sorted({op for sub in policy for op, _, _ in sub})
-    if missing := set(names) - set(AA_OPS): raise NotImplementedError(f"AutoAugment ops {sorted(missing)}")
-    table = lambda f: torch.tensor([[f(op, p, b) for op, p, b in sub] for sub in policy])
-    return names, dict(op=table(lambda o, p, b: names.index(o)), prob=table(lambda o, p, b: float(p)),
-                       mag=table(lambda o, p, b: _magnitude(o, b)), signed=table(lambda o, p, b: o in _SIGNED))
-
-# %% ../nbs/04_overlay.ipynb #b9b61f3d
-class AutoAugment(nn.Module):
-    """AutoAugment (Cubuk et al. 2019) with torchvision's ImageNet policy and magnitudes, batched: each image draws its own
-    sub-policy, probabilities and signs. `x`: (B, 3, H, W) float in [0, 1] -> same shape, float in [0, 1] (uint8 steps)."""
-    def __init__(self):
-        super().__init__()
-        self.names, t = _policy_tables(T.AutoAugment(T.AutoAugmentPolicy.IMAGENET).policies)
-        self.op, self.prob, self.mag, self.signed = t['op'], t['prob'], t['mag'], t['signed']   # (25 sub-policies, 2 slots)
-
-    def draw(self, n: int, generator: torch.Generator | None = None):
-        "Per image, torchvision's `get_params` in its order: a sub-policy, two uniforms (op k runs when u_k <= p_k), two signs."
-        d = [(torch.randint(len(self.op), (1,), generator=generator), torch.rand(2, generator=generator),
-              torch.randint(2, (2,), generator=generator)) for _ in range(n)]
-        return torch.cat([p for p, _, _ in d]), torch.stack([u for _, u, _ in d]), torch.stack([s for _, _, s in d])
-
-    def forward(self, x: torch.Tensor, params=None) -> torch.Tensor:
-        pid, u, sign = params if params is not None else self.draw(len(x))
-        img = (x.detach().float().clamp(0, 1) * 255).round()
-        for k in range(2):
-            on, op = u[:, k] <= self.prob[pid, k], self.op[pid, k]
-            mag = torch.where(self.signed[pid, k] & (sign[:, k] == 0), -self.mag[pid, k], self.mag[pid, k])
-            for i, name in enumerate(self.names):
-                if len(sel := (on & (op == i)).nonzero().squeeze(1)):
-                    idx = sel.to(x.device)
-                    img[idx] = AA_OPS[name](img[idx], mag[sel].to(x.device))
-        return (img / 255).to(x.dtype)
-
 # %% ../nbs/04_overlay.ipynb #796e2a6f
+from .autoaugment import AutoAugment
 from .runs import ParamError
 
 CORRUPTIONS = ('overlay', 'mask', 'autoaugment', 'none')
@@ -262,7 +159,7 @@ def grid(scale: str) -> list[dict]:
     return base + [dict(d, seed=s) for s in SEEDS[resolve_scale(scale)][1:] for d in DECIDING]
 
 # %% ../nbs/04_overlay.ipynb #19ec689b
-from .runs import resolve_scale, run_id
+from .runs import run_id
 
 _LABEL_KEYS = ('corruption', 'alpha', 'mask_ratio', 'seed', 'download', 'num_workers', 'devices')   # devices: where, not what
 

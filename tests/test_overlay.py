@@ -5,6 +5,7 @@ import torchvision.transforms as T
 import torchvision.transforms.functional as TF
 from torch.utils.data import TensorDataset
 import ssl_study.overlay as ov
+import ssl_study.autoaugment as aa_mod
 from ssl_study.models import ResNetAutoencoder
 from ssl_study.runs import ParamError
 from ssl_study.views import to_unit
@@ -100,13 +101,13 @@ def test_autoaugment_op_equals_torchvision_at_every_magnitude(name):
     x = _images()
     mags, signed = T.AutoAugment()._augmentation_space(10, tuple(x.shape[-2:]))[name]
     for m in sorted({float(v) * s for v in mags.reshape(-1) for s in ((1, -1) if signed else (1,))}):
-        ours = ov.AA_OPS[name](x.float(), torch.full((len(x),), m))
+        ours = aa_mod.AA_OPS[name](x.float(), torch.full((len(x),), m))
         ref = torch.stack([_REFS[name](im, m) for im in x]).float()
         assert torch.equal(ours, ref), (name, m, (ours - ref).abs().max().item())
 
 
 def test_autoaugment_uses_torchvisions_policy_and_magnitudes():
-    aa, tv = ov.AutoAugment(), T.AutoAugment(T.AutoAugmentPolicy.IMAGENET)
+    aa, tv = aa_mod.AutoAugment(), T.AutoAugment(T.AutoAugmentPolicy.IMAGENET)
     space = tv._augmentation_space(10, (32, 32))
     assert sorted(aa.names) == sorted(_REFS)
     for k, sub in enumerate(tv.policies):
@@ -119,7 +120,7 @@ def test_autoaugment_uses_torchvisions_policy_and_magnitudes():
 def test_autoaugment_whole_policy_equals_torchvision_per_image():
     "Same random state, same draws in the same order: the batch equals torchvision's AutoAugment image by image."
     x = _images(8)[torch.arange(200) % 8]
-    aa = ov.AutoAugment()
+    aa = aa_mod.AutoAugment()
     torch.manual_seed(1); ours = aa(to_unit(x))
     torch.manual_seed(1); tv = T.AutoAugment(T.AutoAugmentPolicy.IMAGENET); ref = torch.stack([tv(im) for im in x])
     assert torch.equal(ours, ref.float() / 255)
@@ -130,7 +131,7 @@ def test_autoaugment_whole_policy_equals_torchvision_per_image():
 
 
 def test_autoaugment_draws_follow_torchvision_distribution():
-    aa = ov.AutoAugment()
+    aa = aa_mod.AutoAugment()
     pid, u, sign = aa.draw(20000, torch.Generator().manual_seed(0))
     counts = torch.bincount(pid, minlength=25).float()
     assert (((counts - 800) ** 2 / 800).sum() < 52.6).item()       # chi-square, 24 dof, p = 0.001
@@ -144,8 +145,8 @@ def test_autoaugment_draws_follow_torchvision_distribution():
 
 def test_autoaugment_output_range_and_seeded_repeat():
     x = to_unit(_images(16))
-    torch.manual_seed(3); a = ov.AutoAugment()(x)
-    torch.manual_seed(3); b = ov.AutoAugment()(x)
+    torch.manual_seed(3); a = aa_mod.AutoAugment()(x)
+    torch.manual_seed(3); b = aa_mod.AutoAugment()(x)
     assert torch.equal(a, b) and a.shape == x.shape and a.min() >= 0 and a.max() <= 1
     assert torch.equal((a * 255).round() / 255, a)    # whole uint8 steps, as torchvision's uint8 output
 
@@ -153,7 +154,7 @@ def test_autoaugment_output_range_and_seeded_repeat():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
 def test_autoaugment_cuda_equals_cpu():
     x = to_unit(_images(64, 32))
-    aa = ov.AutoAugment()
+    aa = aa_mod.AutoAugment()
     params = aa.draw(len(x), torch.Generator().manual_seed(0))
     assert torch.equal(aa(x.cuda(), params).cpu(), aa(x, params))
 
@@ -161,7 +162,7 @@ def test_autoaugment_cuda_equals_cpu():
 def test_build_corruption_by_name():
     assert isinstance(ov.build_corruption('overlay', 0.2), ov.Overlay)
     assert isinstance(ov.build_corruption('mask', mask_ratio=3), ov.RandomMask)
-    assert isinstance(ov.build_corruption('autoaugment'), ov.AutoAugment)
+    assert isinstance(ov.build_corruption('autoaugment'), aa_mod.AutoAugment)
     for bad in (dict(corruption='none'), dict(corruption='blur'), dict(corruption='overlay', alpha=0.5)):
         with pytest.raises(ParamError): ov.build_corruption(**bad)
 
