@@ -16,7 +16,7 @@ from . import evaluate as ev, overlay, pyramid, selfie, simclr, simsiam
 from .cache import fingerprint, pretrained
 from .data import stratified_subset
 from .datasets import check_dataset
-from .loaders import loader, train_test
+from .loaders import Steps, loader, train_test
 from .models import ResNetAutoencoder
 from .plots import save_fig
 from .runs import COMMON_SPEC, Choice, Float, Int, ParamError, check_cfg, mean_std, resolve_scale, run_id, write_text
@@ -312,7 +312,7 @@ def evaluate_encoder(encoder: nn.Module, prep: Callable, cfg: dict, train: Tenso
     aug = augment(IMAGE_SIZE, scale=(0.5, 1.0), p_jitter=0.0, p_gray=0.0)      # crop and flip
     for f in LABEL_FRACTIONS:
         sub = labelled(train, f)
-        dl = selfie.Steps(loader(sub, min(cfg['finetune_batch'], len(sub)), shuffle=True, drop_last=True, seed=cfg['seed'], device=device),
+        dl = Steps(loader(sub, min(cfg['finetune_batch'], len(sub)), shuffle=True, drop_last=True, seed=cfg['seed'], device=device),
                     cfg['finetune_steps'])
         r = ev.finetune(copy.deepcopy(encoder), N_CLASSES, dl, batches(test), 1, lr=cfg['finetune_lr'], weight_decay=5e-4,
                         train_prep=lambda x: prep(aug(x)), test_prep=prep, seed=cfg['seed'], device=device, progress=False)

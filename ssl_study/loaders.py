@@ -16,7 +16,7 @@ from .datasets import check_dataset, load_dataset
 from .train import default_device, make_loader, save_atomic
 
 # %% auto #0
-__all__ = ['cached_split', 'train_test', 'TensorLoader', 'loader']
+__all__ = ['cached_split', 'train_test', 'TensorLoader', 'Steps', 'loader']
 
 # %% ../nbs/core/10_loaders.ipynb #3fee839c
 _FILE_LISTS = ('samples', 'imgs', '_image_files', '_images')
@@ -136,6 +136,18 @@ class TensorLoader:
             yield tuple(t[i] for t in self.tensors)
 
     def __repr__(self): return f'TensorLoader(n={len(self.dataset)}, batch_size={self.batch_size}, shuffle={self.shuffle}, drop_last={self.drop_last}, device={self.device})'
+
+# %% ../nbs/core/10_loaders.ipynb #1360a237
+class Steps:
+    "Exactly `n` batches per pass, drawn from `dl` pass after pass; `fit` re-seeds `generator` (that of `dl`) per pass."
+    def __init__(self, dl, n: int):
+        if len(dl) == 0 or n < 1: raise ValueError(f"Steps needs a loader with batches and n >= 1; got {len(dl)} batches, n={n}")
+        self.dl, self.n, self.generator = dl, n, getattr(dl, 'generator', None)
+    def __len__(self): return self.n
+    def __iter__(self):
+        k = 0
+        while k < self.n:
+            for k, b in zip(range(k + 1, self.n + 1), self.dl): yield b
 
 # %% ../nbs/core/10_loaders.ipynb #c32e6f33
 def _fits(tensors, device: torch.device, frac: float = 0.5) -> bool:

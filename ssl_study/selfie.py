@@ -13,7 +13,7 @@ from .datasets import check_dataset
 from .models import ResNetEncoder
 from .train import fit, seed_everything, warmup_cosine
 from .views import augment, normalize, to_unit
-from .loaders import loader, train_test
+from .loaders import Steps, loader, train_test
 from .evaluate import Classifier, accuracy
 from .cache import pretrained
 from .plots import save_fig
@@ -22,9 +22,9 @@ from .runs import COMMON_SPEC, Bool, Choice, Float, Int, ParamError, check_cfg, 
 # %% auto #0
 __all__ = ['PAPER', 'NOTEBOOK', 'INITS', 'FRACTIONS', 'SPEC', 'PRESETS', 'SEEDS', 'PAPER_RESULTS', 'patchify', 'unpatchify',
            'choose_targets', 'take', 'PatchNetwork', 'PositionEmbedding', 'AttentionPooling', 'Selfie', 'SelfieLoss',
-           'patch_accuracy', 'finetune_encoder', 'crop_flip', 'pretext_views', 'Steps', 'schedule', 'sgd',
-           'labelled_subset', 'grid', 'run_name', 'check_params', 'load_data', 'build_model', 'selfie_loss', 'pretrain',
-           'finetune', 'tables', 'verdicts', 'accuracy_figure', 'report']
+           'patch_accuracy', 'finetune_encoder', 'crop_flip', 'pretext_views', 'schedule', 'sgd', 'grid', 'run_name',
+           'check_params', 'load_data', 'build_model', 'selfie_loss', 'pretrain', 'finetune', 'tables', 'verdicts',
+           'accuracy_figure', 'report']
 
 # %% ../nbs/03_selfie.ipynb #504d0cee
 def patchify(x: torch.Tensor, patch: int) -> torch.Tensor:
@@ -170,17 +170,6 @@ def pretext_views(image_size: int) -> nn.Module:
     "Pre-training views: a random resized crop (25-100 % of the area) and a flip; no padding, no colour changes."
     return augment(image_size, scale=(0.25, 1.0), p_jitter=0.0, p_gray=0.0)
 
-class Steps:
-    "Exactly `n` batches per pass, drawn from `dl` pass after pass; `fit` re-seeds `generator` (that of `dl`) per pass."
-    def __init__(self, dl, n: int):
-        if len(dl) == 0 or n < 1: raise ValueError(f"Steps needs a loader with batches and n >= 1; got {len(dl)} batches, n={n}")
-        self.dl, self.n, self.generator = dl, n, getattr(dl, 'generator', None)
-    def __len__(self): return self.n
-    def __iter__(self):
-        k = 0
-        while k < self.n:
-            for k, b in zip(range(k + 1, self.n + 1), self.dl): yield b
-
 def schedule(steps: int, n_evals: int) -> tuple[int, int]:
     "(steps per pass, passes): `n_evals` passes of equal length covering at least `steps` steps."
     per = math.ceil(steps / n_evals)
@@ -189,16 +178,6 @@ def schedule(steps: int, n_evals: int) -> tuple[int, int]:
 def sgd(params, lr: float, cfg: dict) -> torch.optim.SGD:
     "The paper's optimiser: SGD, Nesterov momentum, weight decay."
     return torch.optim.SGD(params, lr=lr, momentum=cfg['momentum'], nesterov=True, weight_decay=cfg['weight_decay'])
-
-# %% ../nbs/03_selfie.ipynb #796bdbe7
-def labelled_subset(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
-    "Sorted indices of a class-stratified `fraction` of `labels`: per class, a prefix of a permutation fixed by `seed`."
-    if not 0 < fraction <= 1: raise ValueError(f"fraction must be in (0, 1]; got {fraction}")
-    g, keep = torch.Generator().manual_seed(seed), []
-    for c in labels.unique().tolist():
-        ic = (labels == c).nonzero().flatten()
-        keep.append(ic[torch.randperm(len(ic), generator=g)][:max(1, round(fraction * len(ic)))])
-    return torch.cat(keep).sort().values
 
 # %% ../nbs/03_selfie.ipynb #876510e9
 PAPER, NOTEBOOK = 'selfie', 'nbs/03_selfie.ipynb'

@@ -136,11 +136,15 @@ def test_finetune_resnet50_gets_exactly_P_and_a_fresh_last_block():
 
 
 def test_labelled_subsets_nested_stratified_seeded():
+    "The paper's labelled fractions (through the toolbox's stratified_subset): nested, class-stratified, fixed per seed."
+    from torch.utils.data import TensorDataset
+    from ssl_study.data import stratified_subset
     y = torch.arange(2000) % 10
-    subs = [set(sf.labelled_subset(y, f, 5).tolist()) for f in (0.05, 0.08, 0.2, 1.0)]
+    ds = TensorDataset(torch.zeros(2000, 1), y)
+    subs = [set(stratified_subset(ds, fraction=f, seed=5).indices) for f in (0.05, 0.08, 0.2, 1.0)]
     assert subs[0] < subs[1] < subs[2] < subs[3]
     assert (y[sorted(subs[1])].bincount() == 16).all()
-    assert subs[0] != set(sf.labelled_subset(y, 0.05, 6).tolist())
+    assert subs[0] != set(stratified_subset(ds, fraction=0.05, seed=6).indices)
 
 
 @pytest.mark.parametrize('bad,message', [(dict(patch_size=7), 'does not divide'), (dict(n_targets=16), 'fewer than the 16'),
