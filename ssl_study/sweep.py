@@ -10,14 +10,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 import pandas as pd
-from fastcore.basics import patch
 from tqdm.auto import tqdm
 from .runs import (SCALES, ParamError, atomic_write, is_complete, outputs_root, project_root, read_metrics,
                             resolve_scale, run_dir, write_json)
 
 # %% auto #0
 __all__ = ['PAPERS', 'JOB_MARGIN_MIN', 'paper_exists', 'available_papers', 'paper_module', 'Run', 'papermill_command',
-           'error_lines', 'execute', 'LocalExecutor', 'SlurmExecutor', 'plan', 'sweep', 'collect', 'report', 'main']
+           'error_lines', 'execute', 'LocalExecutor', 'plan', 'sweep', 'collect', 'report', 'main']
 
 # %% ../nbs/core/07_sweep.ipynb #a13e1aa5
 PAPERS = {'pyramid': 'ssl_study.pyramid', 'simclr': 'ssl_study.simclr', 'simsiam': 'ssl_study.simsiam',
@@ -139,71 +138,6 @@ class LocalExecutor:
         with ThreadPoolExecutor(self.jobs) as pool:
             futures = [pool.submit(fn, it) for it in items]
             for f in as_completed(futures): yield f.result()
-
-# %% ../nbs/core/07_sweep.ipynb #4bf8760b
-def _submitit():
-    "The `submitit` module, or an ImportError that says how to install it (an optional extra)."
-    try: import submitit, submitit.helpers
-    except ImportError as e: raise ImportError("--executor slurm needs submitit: pip install -e '.[cluster]'") from e
-    return submitit
-
-def _job_record(job, cluster: str) -> dict:
-    "What `slurm.json` says about a run's job: its id and where submitit keeps its logs."
-    return dict(job_id=str(job.job_id), cluster=cluster, stdout=str(job.paths.stdout), stderr=str(job.paths.stderr),
-                submitit_folder=str(job.paths.folder), submitted=time.strftime('%Y-%m-%dT%H:%M:%S'))
-
-def _job_log(job) -> str:
-    "The end of a job's stderr and stdout (submitit's log files), as far as they exist."
-    return '\n'.join(p.read_text(errors='replace')[-3000:] for p in (job.paths.stderr, job.paths.stdout) if p.exists())
-
-# %% ../nbs/core/07_sweep.ipynb #8992ccc8
-class SlurmExecutor:
-    "Run `fn(run)` for each run as one task of a SLURM job array (submitit); yields the status dicts as jobs end."
-    threads_per_job = None        # the job's CPUs are SLURM's to give
-    def __init__(self, folder, *, timeout_min: int, partition: str | None = None, gpus_per_node: int | None = None,
-                 mem_gb: float | None = None, account: str | None = None, extra: dict | None = None,
-                 max_parallel: int | None = None, cluster: str = 'slurm', poll_s: float | None = None):
-        self.folder, self.cluster = Path(folder), cluster
-        self.executor = _submitit().AutoExecutor(folder=self.folder / '%j', cluster=cluster)
-        self.executor.update_parameters(name='ssl-study', timeout_min=int(timeout_min), mem_gb=mem_gb,
-            gpus_per_node=gpus_per_node, slurm_partition=partition, slurm_account=account,
-            slurm_additional_parameters=extra or None, slurm_array_parallelism=max_parallel)
-        self.poll_s = (30 if cluster == 'slurm' else 0.5) if poll_s is None else poll_s
-
-    def submit(self, fn, runs: list) -> list:
-        "Submit `fn(run)` for each of `runs` as one job array; each run folder gets its job's `slurm.json`."
-        jobs = self.executor.map_array(fn, runs) if runs else []
-        for run, job in zip(runs, jobs):
-            try: run.folder.mkdir(parents=True, exist_ok=True); write_json(_job_record(job, self.cluster), run.folder / 'slurm.json')
-            except OSError: pass        # the job itself reports an unusable run folder
-        return jobs
-
-# %% ../nbs/core/07_sweep.ipynb #9b8cc3fd
-@patch
-def map(self: SlurmExecutor, fn, runs):
-    "Yield 'skipped' for finished runs, submit the others, then yield each job's result (or its failure) as it ends."
-    finished = [is_complete(r.folder) for r in runs]
-    for r, f in zip(runs, finished):
-        if f: yield dict(name=r.name, status='skipped')
-    if not (todo := [r for r, f in zip(runs, finished) if not f]): return
-    jobs = self.submit(fn, todo)
-    tqdm.write(f"{len(jobs)} job(s) submitted ({self.cluster}, job {jobs[0].job_id.split('_')[0]}); submitit's logs under {self.folder}")
-    run_of = {id(j): r for j, r in zip(jobs, todo)}
-    try:
-        for job in _submitit().helpers.as_completed(jobs, poll_frequency=self.poll_s):
-            try: yield job.result()
-            except Exception as e: yield self._lost(run_of[id(job)], job, e)
-    except KeyboardInterrupt:
-        print("interrupted: the submitted jobs keep running; `ssl-study collect` gathers their results later, and "
-              "the same command again skips the runs that finished", file=sys.stderr); raise
-
-@patch
-def _lost(self: SlurmExecutor, run, job, e: Exception) -> dict:
-    "The status of a run whose job ended without a result (time limit, memory, lost node, cancelled)."
-    head, *body = re.split(r'\n-{10,}\n', str(e).strip() or type(e).__name__)    # submitit: reason, rule, trace or stderr
-    why = ' '.join(l for l in head.splitlines() if not l.startswith('Error stream'))
-    error = f"job {job.job_id} ended without a result: {why}" + (f"\n{error_lines(body[0], 6)}" if body else '')
-    return _failed(run, error, job_id=str(job.job_id), log_tail=_job_log(job)[-3000:])
 
 # %% ../nbs/core/07_sweep.ipynb #09ef8af1
 def _checked(mod, scale: str, params: dict) -> tuple[dict, str]:
@@ -375,6 +309,7 @@ def _executor(a, scale: str):
             raise ParamError(f"{', '.join(given)}: only with --executor slurm")
         return LocalExecutor(a.jobs or 1)
     if a.timeout is None: raise ParamError('--executor slurm needs --timeout, the time limit of each run (e.g. --timeout 2h)')
+    from ssl_study.cluster import SlurmExecutor      # submitit is an optional extra: only when asked for
     return SlurmExecutor(outputs_root() / scale / 'slurm', timeout_min=math.ceil(a.timeout / 60) + JOB_MARGIN_MIN,
                          max_parallel=a.jobs, **slurm)
 

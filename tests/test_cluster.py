@@ -10,7 +10,9 @@ import pandas as pd, pytest
 
 submitit = pytest.importorskip('submitit')
 import ssl_study.sweep as sw
-from ssl_study.sweep import Run, SlurmExecutor, collect, execute, main, plan, sweep
+import ssl_study.cluster as cl
+from ssl_study.cluster import SlurmExecutor
+from ssl_study.sweep import Run, collect, execute, main, plan, sweep
 
 HERE = Path(__file__).resolve().parent
 
@@ -86,7 +88,7 @@ def debug_cluster(monkeypatch):
     def make(folder, **kw):
         seen.update(kw, folder=folder)
         return SlurmExecutor(folder, **{**kw, 'cluster': 'debug'})
-    monkeypatch.setattr(sw, 'SlurmExecutor', make)
+    monkeypatch.setattr(cl, 'SlurmExecutor', make)
     return seen
 
 
