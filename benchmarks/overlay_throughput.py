@@ -15,8 +15,8 @@ import torch, torch.nn.functional as F
 import torchvision.transforms as T
 from ssl_study.evaluate import Classifier
 from ssl_study.models import ResNetAutoencoder
-from ssl_study.overlay import PRESETS, AutoAugment, Pretext, ReconstructionLoss, build_corruption, grid, pretrain_view
-from ssl_study.train import default_device
+from ssl_study.papers.overlay import PRESETS, AutoAugment, Pretext, ReconstructionLoss, build_corruption, grid, pretrain_view
+from ssl_study.device import default_device
 
 
 def _timed(fn, device, steps, warmup=2):

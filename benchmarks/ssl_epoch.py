@@ -24,7 +24,7 @@ from ssl_study.datasets import load_dataset
 from ssl_study.loaders import TensorLoader, cached_split
 from ssl_study.models import ResNetEncoder
 from ssl_study.ssl import NTXentLoss, mlp
-from ssl_study.train import default_device
+from ssl_study.device import default_device
 from ssl_study.views import IMAGENET_MEAN, IMAGENET_STD, TwoViews, augment, normalize
 
 

@@ -10,8 +10,11 @@ from pathlib import Path
 from typing import Callable
 import torch
 from torch.utils.data import TensorDataset
-from .runs import check_number, outputs_root, short_hash, write_json
-from .train import fit, make_loader, save_atomic, seed_everything
+from .device import seed_everything
+from .dist import launch
+from .loaders import loader
+from .runs import outputs_root, short_hash, write_json
+from .train import fit, save_atomic
 
 # %% auto #0
 __all__ = ['cache_root', 'cache_dir', 'fingerprint', 'data_key', 'pretrained', 'pretrain']
@@ -66,26 +69,29 @@ def pretrained(name: str, settings: dict, train: Callable[[Path], dict], data=No
         return result, False
 
 # %% ../nbs/core/06_cache.ipynb #7f3f443f
-def _loader(ds: TensorDataset, batch_size: int, drop_last: bool, seed: int, device):
-    "Shuffled batches of `ds`: `loaders.loader` (drawn on the device) where that module exists, else a seeded DataLoader."
-    try: from ssl_study.loaders import loader
-    except ImportError: return make_loader(ds, batch_size, shuffle=True, drop_last=drop_last, seed=seed)
-    return loader(ds, batch_size, shuffle=True, drop_last=drop_last, seed=seed, device=device)
+def _train(folder, build, step, ds, *, epochs, batch_size, make_opt, make_sched, seed, device, compile, desc, drop_last,
+           evaluate) -> dict:
+    "The training itself, in this process or in each torchrun worker: the same model and global batches everywhere (`fit` shards them)."
+    seed_everything(seed)
+    model = build()
+    dl = loader(ds, batch_size, shuffle=True, drop_last=drop_last and len(ds) >= batch_size, seed=seed, device=device)
+    opt = make_opt(model.parameters())
+    sched = make_sched(opt, epochs * len(dl)) if make_sched is not None else None
+    hist = fit(model, dl, step, opt, epochs, sched=sched, ckpt=Path(folder) / 'pretrain.ckpt', seed=seed, device=device,
+               compile=compile, desc=desc, evaluate=evaluate)
+    return dict(state={k: v.detach().cpu() for k, v in model.state_dict().items()}, history=hist)
 
 def pretrain(name: str, settings: dict, build: Callable, step: Callable, data, *, epochs: int, batch_size: int,
              make_opt: Callable, make_sched: Callable | None = None, seed: int = 0, device=None, compile: bool = False,
-             desc: str = 'pre-train', drop_last: bool = True, evaluate: Callable | None = None) -> tuple[dict, bool]:
-    "Pre-train `build()` with `step` on `data` (cached, resumable; `evaluate(model) -> dict` adds per-epoch monitors to the history); returns (dict(state=..., history=[...]), cache hit)."
-    check_number('epochs', epochs, 0, integer=True); check_number('batch_size', batch_size, 1, integer=True)
+             desc: str = 'pre-train', drop_last: bool = True, evaluate: Callable | None = None,
+             devices: int = 1) -> tuple[dict, bool]:
+    "Pre-train `build()` with `step` on `data` (cached, resumable; on `devices` GPUs through torchrun when > 1); returns (dict(state=..., history=[...]), cache hit)."
     ds = data if isinstance(data, TensorDataset) else TensorDataset(*data)
+    kw = dict(epochs=epochs, batch_size=batch_size, make_opt=make_opt, make_sched=make_sched, seed=seed, compile=compile,
+              desc=desc, drop_last=drop_last, evaluate=evaluate)
     def train(folder: Path) -> dict:
-        seed_everything(seed)
-        model = build()
-        dl = _loader(ds, batch_size, drop_last and len(ds) >= batch_size, seed, device)
-        opt = make_opt(model.parameters())
-        sched = make_sched(opt, epochs * len(dl)) if make_sched is not None else None
-        hist = fit(model, dl, step, opt, epochs, sched=sched, ckpt=folder / 'pretrain.ckpt', seed=seed, device=device,
-                   compile=compile, desc=desc, evaluate=evaluate)
-        return dict(state={k: v.detach().cpu() for k, v in model.state_dict().items()}, history=hist)
-    key = {**settings, 'fit': dict(epochs=epochs, batch_size=batch_size, seed=seed, drop_last=drop_last)}
+        if devices == 1: return _train(folder, build, step, ds, device=device, **kw)
+        backend = 'gloo' if device is not None and torch.device(device).type == 'cpu' else None   # device='cpu': CPU processes
+        return launch(_train, folder, build, step, ds, devices=devices, backend=backend, device=device, **kw)
+    key = {**settings, 'fit': dict(epochs=epochs, batch_size=batch_size, seed=seed, drop_last=drop_last)}   # not devices
     return pretrained(name, key, train, data=ds)

@@ -9,7 +9,7 @@ from pathlib import Path
 from fastcore.basics import patch
 from tqdm.auto import tqdm
 from .runs import is_complete, write_json
-from .sweep import _failed, error_lines
+from .jobs import error_lines, record_failure
 
 # %% auto #0
 __all__ = ['SlurmExecutor']
@@ -77,4 +77,4 @@ def _lost(self: SlurmExecutor, run, job, e: Exception) -> dict:
     head, *body = re.split(r'\n-{10,}\n', str(e).strip() or type(e).__name__)    # submitit: reason, rule, trace or stderr
     why = ' '.join(l for l in head.splitlines() if not l.startswith('Error stream'))
     error = f"job {job.job_id} ended without a result: {why}" + (f"\n{error_lines(body[0], 6)}" if body else '')
-    return _failed(run, error, job_id=str(job.job_id), log_tail=_job_log(job)[-3000:])
+    return record_failure(run, error, job_id=str(job.job_id), log_tail=_job_log(job)[-3000:])

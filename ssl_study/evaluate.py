@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 from sklearn.metrics import accuracy_score
 from sklearn.neighbors import KNeighborsClassifier
-from .train import fit, make_loader, warmup_cosine, default_device, to_device
+from .train import fit, make_loader, warmup_cosine, to_device
+from .device import default_device
 
 # %% auto #0
 __all__ = ['extract_features', 'predict', 'accuracy', 'knn_accuracy', 'linear_probe', 'Classifier', 'finetune']

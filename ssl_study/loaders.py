@@ -13,7 +13,8 @@ import torchvision.transforms as T
 from tqdm.auto import tqdm
 from .data import check_split_classes, data_root, get_targets, stratified_subset, Transformed
 from .datasets import check_dataset, load_dataset
-from .train import default_device, make_loader, save_atomic
+from .train import make_loader, save_atomic
+from .device import default_device
 
 # %% auto #0
 __all__ = ['cached_split', 'train_test', 'TensorLoader', 'Steps', 'loader']

@@ -7,16 +7,17 @@ from __future__ import annotations
 import fcntl, hashlib, json, math, os, platform, subprocess, sys, time
 from dataclasses import dataclass, field
 from pathlib import Path
+from .device import default_device, is_main_process, seed_everything
 
 # %% auto #0
 __all__ = ['SCALES', 'COMMON_SPEC', 'REQUIRED_KEYS', 'ParamError', 'resolve_scale', 'check_choice', 'check_number', 'Param',
            'Int', 'Float', 'Choice', 'Bool', 'Str', 'check_cfg', 'resolve_params', 'notebook_overrides', 'project_root',
-           'outputs_root', 'short_hash', 'run_id', 'run_dir', 'git_commit', 'environment', 'is_main_process',
-           'atomic_write', 'write_json', 'write_text', 'save_metrics', 'read_metrics', 'is_complete', 'mean_std',
-           'verdict', 'verdict_table', 'RunContext', 'start_run', 'finish']
+           'outputs_root', 'short_hash', 'run_id', 'run_dir', 'git_commit', 'environment', 'atomic_write', 'write_json',
+           'write_text', 'code_version', 'save_metrics', 'read_metrics', 'is_complete', 'mean_std', 'verdict',
+           'verdict_table', 'RunContext', 'start_run', 'finish']
 
 # %% ../nbs/core/05_runs.ipynb #856ccf5f
-SCALES = ('smoke', 'quick', 'gpu', 'paper')
+SCALES = ('smoke', 'quick', 'cpu', 'gpu', 'paper')
 
 class ParamError(ValueError):
     "A notebook parameter with a wrong value; raised before any work starts."
@@ -168,17 +169,12 @@ def environment() -> dict:
     import numpy, torch, torchvision
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
     return dict(python=platform.python_version(), torch=torch.__version__, torchvision=torchvision.__version__,
-                numpy=numpy.__version__, platform=platform.platform(), device=dev, git_commit=git_commit(),
+                numpy=numpy.__version__, platform=platform.platform(), device=dev, threads=torch.get_num_threads(),
+                git_commit=git_commit(),
                 command=os.environ.get('SSL_STUDY_COMMAND') or ' '.join(sys.argv),
                 time=time.strftime('%Y-%m-%dT%H:%M:%S%z'))
 
 # %% ../nbs/core/05_runs.ipynb #22ff7a4c
-def is_main_process() -> bool:
-    "False on the ranks other than 0 of a multi-process (torchrun) run: only rank 0 writes files."
-    td = sys.modules.get('torch.distributed')
-    if td is not None and td.is_available() and td.is_initialized(): return td.get_rank() == 0
-    return os.environ.get('RANK', '0') in ('', '0')
-
 def atomic_write(path, data: str | bytes) -> Path:
     "Write `data` to `path` through a temporary file and an atomic rename (on rank 0 only; see `is_main_process`)."
     path = Path(path)
@@ -200,10 +196,16 @@ def write_text(path, text: str) -> Path:
 # %% ../nbs/core/05_runs.ipynb #29ed2110
 REQUIRED_KEYS = ('paper', 'scale', 'params', 'metrics', 'wall_seconds', 'environment')
 
+def code_version(paper: str) -> str:
+    "A short hash of the paper's own module(s), `ssl_study/papers/<paper>*.py` ('' for none): which version of its method made a run."
+    import ssl_study
+    files = sorted((Path(ssl_study.__file__).parent / 'papers').glob(f'{paper}*.py'))
+    return hashlib.sha256(b''.join(f.read_bytes() for f in files)).hexdigest()[:12] if files else ''
+
 def save_metrics(folder, paper: str, scale: str, params: dict, metrics: dict, started: float, **extra) -> Path:
-    "Write `metrics.json` (paper, scale, params, metrics, wall time, environment) into `folder`; marks the run finished."
-    rec = dict(paper=paper, scale=scale, params=params, metrics=metrics,
-               wall_seconds=round(time.time() - started, 1), environment=environment(), **extra)
+    "Write `metrics.json` (paper, scale, params, metrics, wall time, environment, code version) into `folder`; marks the run finished."
+    rec = dict(paper=paper, scale=scale, params=params, metrics=metrics, wall_seconds=round(time.time() - started, 1),
+               environment=environment(), code_version=code_version(paper), **extra)
     return write_json(rec, Path(folder) / 'metrics.json')
 
 def read_metrics(folder) -> dict:
@@ -283,7 +285,6 @@ def _lock(folder: Path):
 # %% ../nbs/core/05_runs.ipynb #0fb9567e
 def start_run(paper: str, scale: str, cfg: dict, name: str, device=None) -> RunContext:
     "Create the run folder (locked against a twin run), seed everything with `cfg['seed']`, pick the device, start the timer."
-    from ssl_study.train import seed_everything, default_device
     import torch
     folder = run_dir(scale, paper, name); folder.mkdir(parents=True, exist_ok=True)
     lock = _lock(folder)

@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 import torch, torch.nn as nn, torch.nn.functional as F, torchvision
 import torch.distributed as dist
 from .models import ResNetEncoder
-from .train import rank, world_size
+from .device import rank, world_size
 
 # %% auto #0
 __all__ = ['BACKBONES', 'vit_patch', 'TimmBackbone', 'TimmCNN', 'backbone', 'mlp', 'NTXentLoss', 'NegativeCosineSimilarity']

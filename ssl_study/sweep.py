@@ -4,24 +4,22 @@
 
 # %% ../nbs/core/07_sweep.ipynb #6c5f193d
 from __future__ import annotations
-import argparse, fcntl, functools, importlib, importlib.util, json, math, os, re, shlex, subprocess, sys, time
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from contextlib import contextmanager
-from dataclasses import dataclass
+import argparse, fcntl, functools, importlib, importlib.util, json, math, sys, time
 from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
-from .runs import (SCALES, ParamError, atomic_write, is_complete, outputs_root, project_root, read_metrics,
-                            resolve_scale, run_dir, write_json)
+from .jobs import LocalExecutor, Run, execute
+from .runs import (SCALES, ParamError, atomic_write, code_version, is_complete, outputs_root, project_root,
+                            read_metrics, resolve_scale, write_text)
 
 # %% auto #0
-__all__ = ['PAPERS', 'JOB_MARGIN_MIN', 'paper_exists', 'available_papers', 'paper_module', 'Run', 'papermill_command',
-           'error_lines', 'execute', 'LocalExecutor', 'plan', 'sweep', 'collect', 'report', 'main']
+__all__ = ['PAPERS', 'JOB_MARGIN_MIN', 'EVIDENCE_SCALES', 'CAMPAIGN_TIMEOUT', 'paper_exists', 'available_papers', 'paper_module',
+           'plan', 'sweep', 'campaign', 'collect', 'report', 'results_section', 'write_results_section', 'main']
 
 # %% ../nbs/core/07_sweep.ipynb #a13e1aa5
-PAPERS = {'pyramid': 'ssl_study.pyramid', 'simclr': 'ssl_study.simclr', 'simsiam': 'ssl_study.simsiam',
-          'selfie': 'ssl_study.selfie', 'overlay': 'ssl_study.overlay',
-          'leaderboard': 'ssl_study.leaderboard'}   # the five methods at equal compute (after the papers)
+PAPERS = {'pyramid': 'ssl_study.papers.pyramid', 'simclr': 'ssl_study.papers.simclr', 'simsiam': 'ssl_study.papers.simsiam',
+          'selfie': 'ssl_study.papers.selfie', 'overlay': 'ssl_study.papers.overlay',
+          'leaderboard': 'ssl_study.papers.leaderboard'}   # the five methods at equal compute (after the papers)
 
 def paper_exists(name: str) -> bool:
     "Whether paper `name`'s module exists (a paper can be registered before its notebook is written)."
@@ -40,104 +38,6 @@ def paper_module(name: str):
     if not paper_exists(name):
         raise ParamError(f"paper {name!r} is not written yet (no module {PAPERS[name]}); available: {', '.join(available_papers())}")
     return importlib.import_module(PAPERS[name])
-
-# %% ../nbs/core/07_sweep.ipynb #e847fc7e
-@dataclass
-class Run:
-    "One execution of a paper notebook with `params` at `scale`."
-    paper: str
-    notebook: str
-    scale: str
-    params: dict
-    name: str
-    folder: Path = None
-    def __post_init__(self):
-        if self.folder is None: self.folder = run_dir(self.scale, self.paper, self.name)
-
-def papermill_command(run: Run) -> list[str]:
-    "The papermill command line that executes `run` into its folder."
-    params = {**run.params, 'scale': run.scale, 'output_name': run.name}
-    return [sys.executable, '-m', 'papermill', str(project_root() / run.notebook), str(run.folder / 'notebook.ipynb'),
-            '-y', json.dumps(params), '--cwd', str(project_root()), '-k', 'python3', '--no-progress-bar', '--log-output']
-
-# %% ../nbs/core/07_sweep.ipynb #8a9b3592
-_EXC_LINE = re.compile(r'^[\w.]*(Error|Exception|Interrupt|Exit)\b:?(\s|$)')
-
-def error_lines(log: str, n: int = 12) -> str:
-    "The lines of a run's `log` that say why it failed: from the last exception line on (at most `n` lines)."
-    lines = [l.rstrip() for l in re.sub(r'\x1b\[[0-9;]*m', '', log).splitlines() if l.strip()]
-    starts = [i for i, l in enumerate(lines) if _EXC_LINE.match(l) and not l.startswith('papermill.')
-              and 'Traceback (most recent call last)' not in l]
-    return '\n'.join((lines[starts[-1]:] if starts else lines)[-n:])
-
-# %% ../nbs/core/07_sweep.ipynb #c6f6318f
-@contextmanager
-def _folder_lock(folder: Path):
-    "Hold an exclusive lock on `folder` (waiting, with a note, while another process holds it)."
-    with open(folder / '.sweep.lock', 'w') as f:
-        try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"{folder}: an identical run is in progress; waiting for it", file=sys.stderr)
-            fcntl.flock(f, fcntl.LOCK_EX)
-        yield
-
-def _set_aside_corrupt(folder: Path) -> str | None:
-    "Rename an unreadable `metrics.json` to `metrics.json.corrupt`; returns why it was unreadable (None if fine or absent)."
-    f = folder / 'metrics.json'
-    if not f.exists(): return None
-    try: read_metrics(folder); return None
-    except ValueError as e: why = str(e)
-    os.replace(f, folder / 'metrics.json.corrupt')
-    print(f"{why}: set aside as metrics.json.corrupt; running {folder.name} again", file=sys.stderr)
-    return why
-
-def _failed(run: Run, error: str, **rec) -> dict:
-    "Record `run` as failed in its `failed.json` (when its folder is usable) and return its status."
-    try: write_json(dict(name=run.name, params=run.params, error=error, **rec), run.folder / 'failed.json')
-    except OSError: pass
-    return dict(name=run.name, status='failed', error=error, folder=str(run.folder),
-                **{k: v for k, v in rec.items() if k == 'returncode'})
-
-# %% ../nbs/core/07_sweep.ipynb #08fec8ad
-def execute(run: Run, threads: int | None = None, timeout: float | None = None) -> dict:
-    "Execute `run` with papermill unless already complete; returns a status dict (never raises for a failing run)."
-    try: run.folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e: return _failed(run, f"cannot use {run.folder} as the run's folder: {e}")
-    with _folder_lock(run.folder):
-        if is_complete(run.folder): return dict(name=run.name, status='skipped')
-        corrupt = _set_aside_corrupt(run.folder)
-        (run.folder / 'failed.json').unlink(missing_ok=True)
-        cmd = papermill_command(run)
-        env = {**os.environ, 'SSL_STUDY_COMMAND': shlex.join(cmd[1:])}
-        if threads: env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-        env.pop('IN_TEST', None)   # the scale is explicit; don't let a test harness force smoke settings
-        t0 = time.time()
-        with open(run.folder / 'log.txt', 'w') as log:
-            try: rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout).returncode
-            except subprocess.TimeoutExpired: rc = 'timeout'
-            except OSError as e: log.write(f"{type(e).__name__}: could not start {cmd[0]}: {e}\n"); rc = 'not started'
-        note = {'note': f'redone: {corrupt}'} if corrupt else {}
-        if rc == 0 and is_complete(run.folder): return dict(name=run.name, status='done', seconds=round(time.time() - t0, 1), **note)
-        text = (run.folder / 'log.txt').read_text(errors='replace')
-        if rc == 'timeout': error = f"timed out after {timeout} s; the log ends with:\n{error_lines(text, 4)}"
-        elif rc == 0: error = f"the notebook ended without a valid metrics.json ({_why_incomplete(run.folder)})"
-        else: error = error_lines(text)
-        return _failed(run, error, returncode=rc, log_tail=text[-3000:], **note)
-
-def _why_incomplete(folder: Path) -> str:
-    try: read_metrics(folder); return 'it is valid now'
-    except (ValueError, FileNotFoundError) as e: return str(e)
-
-# %% ../nbs/core/07_sweep.ipynb #94af7beb
-class LocalExecutor:
-    "Run `fn` over items with up to `jobs` at once on this machine; yields results as they finish."
-    def __init__(self, jobs: int = 1): self.jobs = max(1, int(jobs))
-    @property
-    def threads_per_job(self) -> int: return max(1, (os.cpu_count() or 1) // self.jobs)
-    def map(self, fn, items):
-        with ThreadPoolExecutor(self.jobs) as pool:
-            futures = [pool.submit(fn, it) for it in items]
-            for f in as_completed(futures): yield f.result()
 
 # %% ../nbs/core/07_sweep.ipynb #09ef8af1
 def _checked(mod, scale: str, params: dict) -> tuple[dict, str]:
@@ -169,6 +69,45 @@ def sweep(runs: list[Run], executor=None, timeout: float | None = None) -> list[
     bar.close()
     return out
 
+# %% ../nbs/core/07_sweep.ipynb #02e5e150
+def _hms(s: float) -> str: return f"{int(s // 3600)}:{int(s % 3600 // 60):02d}:{int(s % 60):02d}"
+
+def _estimate(run: Run, timed: list[float]) -> float | None:
+    "Seconds `run` should take: the mean of this campaign's runs, else the paper's `RUN_MINUTES`, else finished runs' wall time."
+    if timed: return sum(timed) / len(timed)
+    try: minutes = getattr(paper_module(run.paper), 'RUN_MINUTES', {}).get(run.scale)
+    except ParamError: minutes = None       # a paper that is not registered
+    if minutes: return 60.0 * minutes
+    walls = [read_metrics(d).get('wall_seconds') for d in run.folder.parent.iterdir() if d.is_dir() and is_complete(d)] \
+        if run.folder.parent.is_dir() else []
+    walls = [w for w in walls if isinstance(w, (int, float))]
+    return sum(walls) / len(walls) if walls else None
+
+# %% ../nbs/core/07_sweep.ipynb #45397d84
+def campaign(runs: list[Run], hours: float, threads: int | None = None, timeout: float | None = None, log=print,
+             clock=time.time) -> list[dict]:
+    "Run the unfinished `runs` one by one while the next one's estimated time fits in `hours`; a line of progress per run."
+    t0, deadline = clock(), clock() + 3600 * hours
+    todo = [r for r in runs if not is_complete(r.folder)]
+    out = [dict(name=r.name, status='skipped') for r in runs if r not in todo]
+    log(f"campaign: {len(runs)} runs, {len(out)} already complete, {len(todo)} to run, {hours:g} h from {time.strftime('%H:%M')}", flush=True)
+    timed = []
+    for i, r in enumerate(todo, 1):
+        est, left = _estimate(r, timed), deadline - clock()
+        if left <= 0 or (est is not None and est > left):
+            log(f"campaign: stopping before run {i}/{len(todo)} ({r.paper}/{r.name}): it needs about {_hms(est or 0)}, "
+                f"{_hms(max(left, 0))} left; {len(todo) - i + 1} run(s) remain for the next campaign", flush=True)
+            break
+        log(f"campaign: run {i}/{len(todo)} {r.paper}/{r.name} starting (elapsed {_hms(clock() - t0)}"
+            + (f", about {_hms(est)} each" if est else '') + ')', flush=True)
+        s0 = clock(); st = execute(r, threads=threads, timeout=timeout); out.append(st)
+        if st['status'] == 'done': timed.append(clock() - s0)
+        rest = len(todo) - i
+        log(f"campaign: run {i}/{len(todo)} {r.name}: {st['status']} in {_hms(clock() - s0)}; elapsed {_hms(clock() - t0)}"
+            + (f"; {rest} left, about {_hms(rest * sum(timed) / len(timed))}" if timed and rest else ''), flush=True)
+        if st['status'] == 'failed': log('  ' + st['error'].replace('\n', '\n  '), flush=True)
+    return out
+
 # %% ../nbs/core/07_sweep.ipynb #bdea05a2
 def _flat(d: dict) -> dict:
     return {k: v for k, v in d.items() if not isinstance(v, (dict, list))}
@@ -182,6 +121,7 @@ def _row(paper: str, scale: str, d: Path) -> dict | None:
         env = rec['environment'] if isinstance(rec['environment'], dict) else {}
         return {'paper': paper, 'scale': rec.get('scale', scale), 'run': d.name, 'status': 'done',
                 'wall_seconds': rec.get('wall_seconds'), 'device': env.get('device'), 'git_commit': env.get('git_commit'),
+                'code_version': rec.get('code_version'),
                 **_flat(rec['params']), **_flat(rec['metrics'])}    # a metric wins over a parameter of the same name
     if (d / 'failed.json').exists():
         try: rec = json.loads((d / 'failed.json').read_text())
@@ -287,12 +227,17 @@ def _parser() -> argparse.ArgumentParser:
         _cluster_args(p)
     common(r := sub.add_parser('run', help="the study's main job: every paper's grid, then its tables and figures"))
     r.add_argument('--papers', nargs='+', choices=list(PAPERS), default=None, help='default: every paper written so far')
+    r.add_argument('--hours', type=_count(float, 0.001), default=None,
+                   help='a campaign: run the unfinished runs one at a time while the next fits in H hours, then stop cleanly')
     common(s := sub.add_parser('sweep', help="one paper's ablation grid"))
     s.add_argument('paper', choices=list(PAPERS))
     common(n := sub.add_parser('notebook', help='one run of a paper notebook, saved under outputs/'))
     n.add_argument('paper', choices=list(PAPERS))
-    c = sub.add_parser('collect', help='gather results.csv and rebuild the tables')
-    c.add_argument('--scale', default=None, choices=SCALES)
+    for name, what in (('collect', 'gather results.csv and rebuild the tables'),
+                       ('report', "rebuild each paper's tables, verdicts and figure, and the README's Results section")):
+        c = sub.add_parser(name, help=what)
+        c.add_argument('--scale', default=None, choices=SCALES)
+        c.add_argument('--papers', nargs='+', choices=list(PAPERS), default=None, help='default: every paper written so far')
     sub.add_parser('list', help='papers, notebooks and grids')
     return ap
 
@@ -314,6 +259,18 @@ def _executor(a, scale: str):
                          max_parallel=a.jobs, **slurm)
 
 # %% ../nbs/core/07_sweep.ipynb #c09fa00c
+def _flag_stale(df: pd.DataFrame, paper: str, folder: Path) -> list[str]:
+    "The runs made by another version of the paper's module than today's, noted under its verdicts (they need a rerun)."
+    now = code_version(paper)
+    done = df[df.status == 'done'] if 'status' in df else df
+    stale = sorted(done.run[done.code_version.fillna('') != now]) if 'code_version' in done else []
+    if stale and (folder / 'verdicts.md').exists():
+        note = (f"\n> {len(stale)} of {len(done)} runs were made by another version of `ssl_study/papers/{paper}*.py` than "
+                f"today's ({now}): {', '.join(stale)}. Rerun them (delete their folders) before trusting these verdicts.\n")
+        write_text(folder / 'verdicts.md', (folder / 'verdicts.md').read_text() + note)
+    if stale: print(f"{paper}: {len(stale)} run(s) made by another version of its module: {', '.join(stale)}", file=sys.stderr)
+    return stale
+
 def report(scale: str, papers) -> pd.DataFrame:
     "Collect the results of `scale` and write each paper's report into `outputs/<scale>/<paper>/`."
     df, errors = collect(scale, papers), []
@@ -323,11 +280,51 @@ def report(scale: str, papers) -> pd.DataFrame:
         if not (sub.status == 'done').any():
             print(f"{p}: no finished run at scale {scale!r}, so no tables (each failed run's error is in its failed.json)", file=sys.stderr)
             continue
-        try: paper_module(p).report(sub, outputs_root() / scale / p)
+        try:
+            paper_module(p).report(sub, outputs_root() / scale / p)
+            _flag_stale(sub, p, outputs_root() / scale / p)
         except Exception as e:
             errors.append(f"{p}: {type(e).__name__}: {e}"); print(f"{p}: writing the report failed: {type(e).__name__}: {e}", file=sys.stderr)
     df.attrs['report_errors'] = errors
+    if scale in EVIDENCE_SCALES: write_results_section()
     return df
+
+# %% ../nbs/core/07_sweep.ipynb #d4590b7c
+EVIDENCE_SCALES = ('cpu', 'gpu', 'paper')
+_START, _END = '<!-- results:start -->', '<!-- results:end -->'
+
+def results_section(root: Path | None = None) -> str:
+    "Markdown of every committed paper verdict table (`outputs/<scale>/<paper>/verdicts.md`), evidence scales in order."
+    root, parts = root or outputs_root(), []
+    for scale in EVIDENCE_SCALES:
+        for p in PAPERS:
+            f = root / scale / p / 'verdicts.md'
+            if not f.exists(): continue
+            fig = next((g for g in ('summary.png',) if (f.parent / g).exists()), None)
+            parts.append(f"### {p}, `{scale}` scale\n\n{f.read_text().strip()}\n"
+                         + (f"\n![{p} at the {scale} scale](outputs/{scale}/{p}/{fig})\n" if fig else ''))
+    return '\n'.join(parts) or '_No evidence run is committed yet: `ssl-study run --scale cpu --hours H` makes it._\n'
+
+def _between(text: str, body: str) -> str | None:
+    if _START not in text or _END not in text: return None
+    a, b = text.index(_START) + len(_START), text.index(_END)
+    return text[:a] + '\n' + body.strip() + '\n' + text[b:]
+
+# %% ../nbs/core/07_sweep.ipynb #380a7391
+def write_results_section(root: Path | None = None) -> list[Path]:
+    "Write `results_section()` between the markers of nbs/index.ipynb and README.md; returns the files changed."
+    body, changed, proj = results_section(root), [], project_root()
+    readme, index = proj / 'README.md', proj / 'nbs' / 'index.ipynb'
+    if readme.exists() and (new := _between(readme.read_text(), body)) is not None and new != readme.read_text():
+        atomic_write(readme, new); changed.append(readme)
+    if index.exists():
+        nb = json.loads(index.read_text())
+        for c in nb['cells']:
+            src = ''.join(c['source']) if isinstance(c['source'], list) else c['source']
+            if (new := _between(src, body)) is not None and new != src:
+                c['source'] = new; atomic_write(index, json.dumps(nb, indent=1, ensure_ascii=False) + '\n'); changed.append(index)
+                break
+    return changed
 
 # %% ../nbs/core/07_sweep.ipynb #1ad18f96
 def _list() -> int:
@@ -351,19 +348,24 @@ def _plan_all(a, scale: str) -> tuple[list[str], list[Run]]:
     return papers, [r for p in papers for r in plan(p, scale, [{}] if a.cmd == 'notebook' else None, extra)]
 
 # %% ../nbs/core/07_sweep.ipynb #d1271828
+CAMPAIGN_TIMEOUT = {'cpu': 45 * 60}    # a cpu run is sized for 30 min: a stuck one ends, the campaign goes on
+
 def main(argv=None) -> int:
     "Entry point of the `ssl-study` command."
     a = _parser().parse_args(argv)
     if a.cmd == 'list': return _list()
     scale = resolve_scale(a.scale)
-    if a.cmd == 'collect':
-        df = report(scale, available_papers()); print(f"{len(df)} runs -> {outputs_root() / scale / 'results.csv'}")
+    if a.cmd in ('collect', 'report'):
+        df = report(scale, a.papers or available_papers()); print(f"{len(df)} runs -> {outputs_root() / scale / 'results.csv'}")
         return 1 if df.attrs['report_errors'] else 0
     try: papers, runs = _plan_all(a, scale); executor = _executor(a, scale)
     except (ValueError, FileNotFoundError, ImportError) as e:     # ParamError, DatasetNotFoundError, no submitit: nothing has run
         print(f"ssl-study: {e}", file=sys.stderr); return 2
     print(f"{len(runs)} run(s) at scale {scale!r}; results under {outputs_root() / scale}")
-    status = sweep(runs, executor, a.timeout)
+    if getattr(a, 'hours', None):
+        if a.executor != 'local': print('ssl-study: --hours runs a campaign on this machine (--executor local)', file=sys.stderr); return 2
+        status = campaign(runs, a.hours, threads=executor.threads_per_job, timeout=a.timeout or CAMPAIGN_TIMEOUT.get(scale))
+    else: status = sweep(runs, executor, a.timeout)
     df = report(scale, papers)
     failed = [s for s in status if s['status'] == 'failed']
     if a.cmd == 'notebook':

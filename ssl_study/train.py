@@ -5,50 +5,16 @@
 # %% ../nbs/core/02_train.ipynb #590efcae
 from __future__ import annotations
 import math, os, random, time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 import numpy as np, torch, torch.nn as nn, torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 from tqdm.auto import tqdm
-from .runs import is_main_process
+from .device import alone, default_device, is_main_process, rank, world_size
 
 # %% auto #0
-__all__ = ['seed_everything', 'default_device', 'rank', 'world_size', 'alone', 'make_loader', 'epoch_seed', 'warmup_cosine',
-           'save_atomic', 'to_device', 'TensorShard', 'shard', 'fit']
-
-# %% ../nbs/core/02_train.ipynb #509e60b7
-def seed_everything(seed: int = 0) -> None:
-    "Seed Python, NumPy and PyTorch, and make cuDNN deterministic."
-    random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-
-def default_device() -> torch.device:
-    "CUDA when available, then Apple's MPS, else the CPU."
-    if torch.cuda.is_available(): return torch.device('cuda')
-    if getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available(): return torch.device('mps')
-    return torch.device('cpu')
-
-_alone = False      # True while one rank works by itself (fit's `evaluate`, on rank 0)
-
-def _grouped() -> bool: return not _alone and dist.is_available() and dist.is_initialized()
-
-def rank() -> int:
-    "This process's rank in its process group (0 without one: a single process)."
-    return dist.get_rank() if _grouped() else 0
-
-def world_size() -> int:
-    "The number of processes in the group (1 without one, or inside `alone()`)."
-    return dist.get_world_size() if _grouped() else 1
-
-@contextmanager
-def alone():
-    "Inside, this process acts as a single one (`world_size()` 1: a nested `fit` or a gathering loss needs no other rank)."
-    global _alone
-    before, _alone = _alone, True
-    try: yield
-    finally: _alone = before
+__all__ = ['make_loader', 'epoch_seed', 'warmup_cosine', 'save_atomic', 'to_device', 'TensorShard', 'shard', 'fit']
 
 # %% ../nbs/core/02_train.ipynb #99b28021
 def make_loader(ds: Dataset, batch_size: int, shuffle: bool = False, drop_last: bool = False,

@@ -28,11 +28,11 @@ def tiny(monkeypatch):
 @pytest.fixture
 def fake_runner(monkeypatch):
     "Run each sweep run with tests/fixtures/fake_papermill.py (a second) instead of papermill and a kernel."
-    import ssl_study.sweep as sw
+    import ssl_study.jobs as jobs
     def command(run):
         params = {**run.params, 'scale': run.scale, 'output_name': run.name}
         return [sys.executable, str(FIXTURES / 'fake_papermill.py'), json.dumps(params), str(run.folder)]
-    monkeypatch.setattr(sw, 'papermill_command', command)
+    monkeypatch.setattr(jobs, 'papermill_command', command)
     return command
 
 

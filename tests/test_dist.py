@@ -1,5 +1,5 @@
 """One run in several processes: `train.fit` under DDP, the gathered NT-Xent, rank 0 alone writing, and
-`dist.launch_pretrain` through torchrun. Two CPU processes with the gloo backend stand in for two GPUs.
+`cache.pretrain(..., devices=2)` through torchrun. Two CPU processes with the gloo backend stand in for two GPUs.
 
 The references are independent of the code under test: a single process on the whole (global) batch, the NT-Xent
 formula evaluated by hand, lightly's NTXentLoss(gather_distributed=True). The models of the equality tests have no
@@ -11,7 +11,8 @@ import pytest, torch, torch.nn as nn, torch.nn.functional as F
 import torch.distributed as dist, torch.multiprocessing as mp
 from torch.utils.data import TensorDataset
 from ssl_study.ssl import NTXentLoss
-from ssl_study.train import fit, make_loader, rank, save_atomic, seed_everything, world_size
+from ssl_study.train import fit, make_loader, save_atomic
+from ssl_study.device import rank, seed_everything, world_size
 from ssl_study.loaders import TensorLoader
 from ssl_study.runs import RunContext, finish, write_json
 
@@ -136,7 +137,7 @@ def test_fit_in_two_processes_equals_one(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------
-# launch_pretrain: cache.pretrain in two torchrun processes
+# cache.pretrain(devices=2): the pre-training in two torchrun processes
 # ---------------------------------------------------------------------------------------------------
 
 def _pretrain_args():
@@ -150,24 +151,22 @@ def _pretrain_args():
                  evaluate=lambda m: dict(w=m[0].weight.norm().item())))
 
 
-def test_launch_pretrain_in_two_processes(tmp_path, monkeypatch):
+def test_pretrain_in_two_processes(tmp_path, monkeypatch):
     from ssl_study.cache import pretrain
-    from ssl_study.dist import launch, launch_pretrain
+    from ssl_study.dist import launch
     args, kw = _pretrain_args()
     monkeypatch.setenv('SSL_STUDY_CACHE', str(tmp_path / 'one'))
     one, hit = pretrain(*args, **kw)                                  # the single-process reference
     assert not hit
     monkeypatch.setenv('SSL_STUDY_CACHE', str(tmp_path / 'two'))
-    two, hit = launch_pretrain(*args, devices=2, **kw)                # torchrun, 2 gloo processes
+    two, hit = pretrain(*args, devices=2, **kw)                # torchrun, 2 gloo processes
     assert not hit
     for k, v in one['state'].items(): assert torch.allclose(two['state'][k], v, atol=1e-6), k
     assert [h['loss'] for h in two['history']] == pytest.approx([h['loss'] for h in one['history']], rel=1e-6)
     assert [h['w'] for h in two['history']] == pytest.approx([h['w'] for h in one['history']], rel=1e-6)
-    again, hit = launch_pretrain(*args, devices=1, **kw)              # the same cache entry as one device's
+    again, hit = pretrain(*args, devices=1, **kw)              # the same cache entry as one device's
     assert hit and all(torch.equal(again['state'][k], v) for k, v in two['state'].items())
     assert not list((tmp_path / 'two').rglob('*.ckpt'))               # resume checkpoints cleaned, as by cache.pretrain
-    with pytest.raises(ValueError, match='multiple of devices'): launch_pretrain(*args, devices=3, **kw)
-    with pytest.raises(ValueError, match='devices'): launch(print, devices=0)
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match='GPU'): launch(print, devices=2, backend='nccl')
 

@@ -4,7 +4,8 @@ import math, time
 import numpy as np, pandas as pd, pytest, torch, torch.nn as nn
 from torch.utils.data import TensorDataset
 import ssl_study.evaluate as ev
-import ssl_study.leaderboard as lb
+import ssl_study.papers.leaderboard as lb
+import ssl_study.papers.leaderboard_methods as lbm
 from ssl_study.loaders import TensorLoader
 from ssl_study.runs import ParamError
 from ssl_study.train import fit
@@ -118,7 +119,7 @@ def test_the_grid_is_declared_once_and_runs_shorter_budgets_first():
 def test_every_method_trains_the_same_backbone(name):
     m = lb.build_method(name, 'smoke')
     model = m.build(); enc = m.encoder(model)
-    ref = {k: v.shape for k, v in lb.board_backbone().state_dict().items()}
+    ref = {k: v.shape for k, v in lbm.board_backbone().state_dict().items()}
     assert {k: v.shape for k, v in enc.state_dict().items()} == ref and enc.cifar_stem and enc.feat_dim == 512
     if m.step is None: return
     x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
@@ -161,14 +162,14 @@ def test_every_method_sees_the_same_data_and_split_and_the_toolbox_reads_it_out(
 
 
 def test_the_readouts_are_the_ones_the_paper_notebooks_use():
-    import ssl_study.overlay as ov, ssl_study.simsiam_method as ssm
+    import ssl_study.papers.overlay as ov, ssl_study.papers.simsiam_method as ssm
     assert ov.knn_accuracy is ev.knn_accuracy and ov.linear_probe is ev.linear_probe and ov.finetune is ev.finetune
     assert ov.extract_features is ev.extract_features and ssm.knn_accuracy is ev.knn_accuracy
 
 
 def test_the_sweep_runs_the_grid_and_the_first_slot_is_seed_0(monkeypatch):
     import ssl_study.sweep as sw
-    monkeypatch.setitem(sw.PAPERS, 'leaderboard', 'ssl_study.leaderboard')     # the line the sweep's PAPERS needs
+    monkeypatch.setitem(sw.PAPERS, 'leaderboard', 'ssl_study.papers.leaderboard')     # the line the sweep's PAPERS needs
     runs = sw.plan('leaderboard', 'gpu')
     assert [r.params for r in runs] == lb.grid('gpu') and {r.notebook for r in runs} == {lb.NOTEBOOK}
     slot1 = sw.plan('leaderboard', 'gpu', extra={'seed': 0})                     # `ssl-study run ... -p seed 0`

@@ -4,7 +4,7 @@ import pytest, torch
 import torchvision.transforms as T
 import torchvision.transforms.functional as TF
 from torch.utils.data import TensorDataset
-import ssl_study.overlay as ov
+import ssl_study.papers.overlay as ov
 import ssl_study.autoaugment as aa_mod
 from ssl_study.models import ResNetAutoencoder
 from ssl_study.runs import ParamError
@@ -224,7 +224,7 @@ def test_pretraining_step_sees_the_crop_and_finetuning_sees_the_image(monkeypatc
         seen['x_hat'] = []
         step(lambda t: seen['x_hat'].append(t) or t, batch)
         return {'state': None, 'history': []}, False
-    monkeypatch.setattr(ov, 'launch_pretrain', fake_pretrain)
+    monkeypatch.setattr(ov.cache, 'pretrain', fake_pretrain)
     torch.manual_seed(0)
     ov.pretrain(_cfg(alpha=0.0), _tiny(), 'cpu')                       # alpha 0: x_hat is the view itself
     x = to_unit(_ramp(8))
@@ -454,10 +454,10 @@ def test_devices_names_the_same_run_and_more_gpus_than_here_are_refused():
     with pytest.raises(ParamError): ov.check_params('smoke', devices=0)
 
 
-def test_pretrain_goes_through_launch_pretrain_and_devices_keeps_its_cache_entry(monkeypatch, outputs):
+def test_pretrain_goes_through_cache_pretrain_and_devices_keeps_its_cache_entry(monkeypatch, outputs):
     import cloudpickle
-    calls, real = [], ov.launch_pretrain
-    monkeypatch.setattr(ov, 'launch_pretrain', lambda *a, **kw: calls.append((a, kw)) or real(*a, **kw))
+    calls, real = [], ov.cache.pretrain
+    monkeypatch.setattr(ov.cache, 'pretrain', lambda *a, **kw: calls.append((a, kw)) or real(*a, **kw))
     ds, cfg = _tiny(), _cfg(pretrain_epochs=1)
     r1, hit1 = ov.pretrain(cfg, ds, 'cpu')
     assert not hit1 and len(r1['history']) == 1 and calls[0][1]['devices'] == 1

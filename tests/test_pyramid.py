@@ -9,7 +9,8 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from sklearn.metrics import accuracy_score, jaccard_score
 from torch.utils.data import TensorDataset
-import ssl_study.pyramid as pyr
+import ssl_study.papers.pyramid as pyr
+import ssl_study.papers.pyramid_method as pym
 from ssl_study.runs import ParamError
 from conftest import papermill, ROOT
 
@@ -21,35 +22,35 @@ up = lambda t, s: F.interpolate(t, size=(s, s), mode='bilinear', align_corners=F
 # ---------------------------------------------------------------- architecture
 @pytest.mark.parametrize('size', [128, 64, 32, 48])
 def test_shapes_through_every_scale(size):
-    m = pyr.PyramidInpainter('as_described')
+    m = pym.PyramidInpainter('as_described')
     x = torch.rand(2, 3, size, size)
-    levels = pyr.gaussian_pyramid(x)
+    levels = pym.gaussian_pyramid(x)
     assert [l.shape[-1] for l in levels] == [size, size // 2, size // 4]
     for e, l in zip(m.encoders, levels):
         assert e(l).shape == (2, 512, *[-(-s // 16) for s in l.shape[-2:]])      # four stride-2 convs: ceil(s/16)
     for o, l in zip(m.scale_outputs(x), levels):
         assert o.shape[:2] == (2, 3) and o.shape[-1] == 16 * -(-l.shape[-1] // 16)
-    for fusion in pyr.FUSIONS:
-        assert pyr.PyramidInpainter(fusion)(x).shape == x.shape
+    for fusion in pym.FUSIONS:
+        assert pym.PyramidInpainter(fusion)(x).shape == x.shape
 
 
 def test_classifier_shapes_at_128():
-    clf = pyr.PyramidClassifier(pyr.PyramidInpainter().encoders, 102)
+    clf = pym.PyramidClassifier(pym.PyramidInpainter().encoders, 102)
     x = torch.rand(1, 3, 128, 128)
-    assert [tuple(e(l).shape) for e, l in zip(clf.encoders, pyr.gaussian_pyramid(x))] == [(1, 512, 8, 8), (1, 512, 4, 4), (1, 512, 2, 2)]
+    assert [tuple(e(l).shape) for e, l in zip(clf.encoders, pym.gaussian_pyramid(x))] == [(1, 512, 8, 8), (1, 512, 4, 4), (1, 512, 2, 2)]
     assert torch.cat([e(x) for e in clf.encoders], 1).shape == (1, 1536, 8, 8)
     assert clf.head[0].in_features == 1536 and clf.head[0].out_features == 256 and clf(x).shape == (1, 102)
 
 
 def test_fused_sum_and_the_authors_output():
     torch.manual_seed(0)
-    m = pyr.PyramidInpainter('as_described').eval()
+    m = pym.PyramidInpainter('as_described').eval()
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         l1, l2, l3 = x, half(x), half(half(x))                                # the pyramid halves twice
         d = [m.decoders[2](m.encoders[0](l1)), m.decoders[1](m.encoders[1](l2)), m.decoders[0](m.encoders[2](l3))]  # decoders[i]: scale 3-i
         assert torch.allclose(m(x), d[0] + up(d[1] + up(d[2], 32), 64), atol=1e-5)
-        a = pyr.PyramidInpainter('authors_code').eval(); a.load_state_dict(m.state_dict())
+        a = pym.PyramidInpainter('authors_code').eval(); a.load_state_dict(m.state_dict())
         assert torch.allclose(a(x), m.decoders[2](m.encoders[0](x)), atol=1e-6)   # the authors' forward: decoders[2] on scale 1
 
 
@@ -62,37 +63,37 @@ def test_authors_weights_compute_their_output(size):
     theirs = CompletionModel().eval()
     state = theirs.state_dict()
     assert any(k.startswith('channel_reducers.') for k in state)             # present in their checkpoints, unused
-    ours = pyr.from_authors(state).eval()
+    ours = pym.from_authors(state).eval()
     x = torch.randn(2, 3, size, size)
     with torch.no_grad(): assert torch.allclose(ours(x), theirs(x), atol=1e-6)
-    with pytest.raises(RuntimeError): pyr.PyramidInpainter().load_state_dict(state)   # their extra keys are named, not ignored
+    with pytest.raises(RuntimeError): pym.PyramidInpainter().load_state_dict(state)   # their extra keys are named, not ignored
 
 
 def test_authors_code_trains_only_scale_1_encoder_and_decoder_2():
     torch.manual_seed(0)
-    m = pyr.PyramidInpainter('authors_code')
-    pyr.inpainting_loss(m, pyr.normalize(torch.rand(4, 3, 64, 64)), torch.Generator().manual_seed(0)).backward()
+    m = pym.PyramidInpainter('authors_code')
+    pym.inpainting_loss(m, pyr.normalize(torch.rand(4, 3, 64, 64)), torch.Generator().manual_seed(0)).backward()
     got = lambda mod: any(p.grad is not None and p.grad.abs().sum() > 0 for p in mod.parameters())
     assert [got(e) for e in m.encoders] == [True, False, False] and [got(d) for d in m.decoders] == [False, False, True]
 
 
 def test_as_described_trains_every_scale():
     torch.manual_seed(0)
-    m = pyr.PyramidInpainter('as_described')
-    pyr.inpainting_loss(m, pyr.normalize(torch.rand(4, 3, 64, 64)), torch.Generator().manual_seed(0)).backward()
+    m = pym.PyramidInpainter('as_described')
+    pym.inpainting_loss(m, pyr.normalize(torch.rand(4, 3, 64, 64)), torch.Generator().manual_seed(0)).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for mod in (*m.encoders, *m.decoders) for p in mod.parameters())
 
 
 # ---------------------------------------------------------------- removing a scale
 def test_zero_filled_encoder_outputs_zero_and_is_frozen():
-    enc = pyr.remove_scale(pyr.PyramidInpainter().encoders, 1)
+    enc = pym.remove_scale(pym.PyramidInpainter().encoders, 1)
     assert (enc[0](torch.randn(2, 3, 32, 32)) == 0).all() and not enc[0][0].weight.requires_grad
-    with pytest.raises(ParamError): pyr.remove_scale(pyr.PyramidInpainter().encoders, 4)
-    with pytest.raises(ParamError): pyr.remove_scale(pyr.PyramidInpainter().encoders, 1, 'twos')
+    with pytest.raises(ParamError): pym.remove_scale(pym.PyramidInpainter().encoders, 4)
+    with pytest.raises(ParamError): pym.remove_scale(pym.PyramidInpainter().encoders, 1, 'twos')
 
 
 def test_ones_filled_encoder_is_the_authors_weights_1_biases_0():
-    enc = pyr.remove_scale(pyr.PyramidInpainter().encoders, 2, 'ones')[1]
+    enc = pym.remove_scale(pym.PyramidInpainter().encoders, 2, 'ones')[1]
     convs = [l for l in enc if isinstance(l, torch.nn.Conv2d)]
     assert all((c.weight == 1).all() and (c.bias == 0).all() and not c.weight.requires_grad for c in convs)
     # a 1x1 image of value c: each layer's centre tap sums its input channels -> 3 * 64 * 128 * 256 * c in every channel
@@ -103,8 +104,8 @@ def test_removing_scale_1_makes_the_authors_model_constant_only_with_zeros():
     torch.manual_seed(0)
     x = torch.rand(4, 3, 32, 32)
     for fill, constant in (('zeros', True), ('ones', False)):
-        m = pyr.PyramidInpainter('authors_code')
-        pyr.remove_scale(m.encoders, 1, fill)
+        m = pym.PyramidInpainter('authors_code')
+        pym.remove_scale(m.encoders, 1, fill)
         with torch.no_grad(): out = m(x)
         assert torch.allclose(out, out[:1].expand_as(out)) == constant, fill
 
@@ -134,7 +135,7 @@ def test_removed_scale_stays_filled_after_finetuning(removed, fill):
 
 # ---------------------------------------------------------------- the authors' segmentation protocol
 def test_segmentation_head_has_class_channels_and_no_final_relu():
-    seg = pyr.segmentation_head(pyr.PyramidInpainter('as_described'), 21)
+    seg = pym.segmentation_head(pym.PyramidInpainter('as_described'), 21)
     out = seg(torch.rand(1, 3, 32, 32))
     assert out.shape == (1, 21, 32, 32) and (out < 0).any()
 
@@ -142,7 +143,7 @@ def test_segmentation_head_has_class_channels_and_no_final_relu():
 def test_authors_target_is_totensor_of_the_mask():
     mask = np.array([[0, 1, 20], [255, 255, 3]], dtype=np.uint8)
     via_torchvision = (TF.to_tensor(Image.fromarray(mask, 'L'))[0]).long()
-    assert torch.equal(pyr.authors_target(torch.from_numpy(mask)), via_torchvision)
+    assert torch.equal(pym.authors_target(torch.from_numpy(mask)), via_torchvision)
     assert via_torchvision.tolist() == [[0, 0, 0], [1, 1, 0]]
 
 
@@ -151,7 +152,7 @@ def test_authors_scores_equal_scikit_learn_per_image():
     pred = torch.randint(0, 3, (7, 9, 9), generator=g)                   # 3 output channels
     target = (torch.rand(7, 9, 9, generator=g) < .15).long()             # binary void-border target
     target[0] = 0; pred[1] = 2                                           # an image without border, one all-class-2 prediction
-    s = pyr.authors_scores(pred, target, chunk=3)
+    s = pym.authors_scores(pred, target, chunk=3)
     ref_iou = np.mean([jaccard_score(t.ravel(), p.ravel(), average='macro') for p, t in zip(pred.numpy(), target.numpy())])
     ref_acc = np.mean([accuracy_score(t.ravel(), p.ravel()) for p, t in zip(pred.numpy(), target.numpy())])
     assert s['authors_iou'] == pytest.approx(ref_iou, abs=1e-12) and s['authors_pixel_acc'] == pytest.approx(ref_acc, abs=1e-12)
@@ -159,7 +160,7 @@ def test_authors_scores_equal_scikit_learn_per_image():
 
 def test_all_background_scores_half_the_pixel_accuracy():
     t = torch.zeros(2, 8, 8, dtype=torch.long); t[0, :2] = 1; t[1, :1] = 1        # 16 and 8 border pixels of 64
-    s = pyr.authors_scores(torch.zeros_like(t), t)
+    s = pym.authors_scores(torch.zeros_like(t), t)
     assert s['authors_pixel_acc'] == pytest.approx((48 / 64 + 56 / 64) / 2)
     assert s['authors_iou'] == pytest.approx(s['authors_pixel_acc'] / 2)
 
@@ -263,7 +264,7 @@ def test_pretrain_cache_shared_across_downstream_settings(outputs):
     assert (h1, h2, h3, h4, h5) == (False, True, False, False, False)
     assert all(torch.equal(r1['state'][k], r2['state'][k]) for k in r1['state'])
     # authors_code pre-training leaves encoders 2, 3 and decoders 0, 1 at their initialisation; as_described does not
-    torch.manual_seed(cfg['seed']); fresh = pyr.PyramidInpainter('authors_code').state_dict()
+    torch.manual_seed(cfg['seed']); fresh = pym.PyramidInpainter('authors_code').state_dict()
     untouched = [k for k in fresh if k.startswith(('encoders.1', 'encoders.2', 'decoders.0', 'decoders.1'))]
     assert untouched and all(torch.equal(r1['state'][k], fresh[k]) for k in untouched)
     assert not any(torch.equal(r1['state'][k], fresh[k]) for k in fresh if k.startswith(('encoders.0', 'decoders.2')))
@@ -293,7 +294,7 @@ def test_report_writes_table(tmp_path):
     rows = [dict(status='done', scale='smoke', fusion=f, init=i, removed_scale=r, seed=0, cls_final_acc=20.0, cls_best_acc=21.0,
                  authors_iou=0.48, authors_iou_all_background=0.47, seg_miou=0.5, seg_pixel_acc=0.8,
                  cls_dataset='flowers102', seg_dataset='oxford_pets')
-            for f in pyr.FUSIONS for i, r in (('ssl', 'none'), ('ssl', 1), ('random', 'none'))]
+            for f in pym.FUSIONS for i, r in (('ssl', 'none'), ('ssl', 1), ('random', 'none'))]
     pyr.report(pd.DataFrame(rows), tmp_path)
     md = (tmp_path / 'table1.md').read_text()
     assert '28.55' in md and '0.4982' in md and (tmp_path / 'table1.csv').exists() and (tmp_path / 'table1.png').exists()
@@ -302,8 +303,9 @@ def test_report_writes_table(tmp_path):
 
 # ---------------------------------------------------------------- the notebook's text
 def _markdown():
-    nb = json.loads((ROOT / 'nbs' / '00_pyramid.ipynb').read_text())
-    return '\n'.join(''.join(c['source']) for c in nb['cells'] if c['cell_type'] == 'markdown')
+    "The prose of the pyramid chapter: the experiments' notebook and its method notebook."
+    nbs = [json.loads((ROOT / 'nbs' / f).read_text()) for f in ('00_pyramid.ipynb', '00a_pyramid_method.ipynb')]
+    return '\n'.join(''.join(c['source']) for nb in nbs for c in nb['cells'] if c['cell_type'] == 'markdown')
 
 
 def test_notebook_says_the_fusion_formula_is_our_reading():
@@ -357,10 +359,10 @@ def test_devices_names_the_same_run_and_more_gpus_than_here_are_refused():
     with pytest.raises(ParamError): pyr.check_params('smoke', devices=0)
 
 
-def test_pretrain_goes_through_launch_pretrain_and_devices_keeps_its_cache_entry(monkeypatch, outputs):
+def test_pretrain_goes_through_cache_pretrain_and_devices_keeps_its_cache_entry(monkeypatch, outputs):
     import cloudpickle
-    calls, real = [], pyr.launch_pretrain
-    monkeypatch.setattr(pyr, 'launch_pretrain', lambda *a, **kw: calls.append((a, kw)) or real(*a, **kw))
+    calls, real = [], pyr.cache.pretrain
+    monkeypatch.setattr(pyr.cache, 'pretrain', lambda *a, **kw: calls.append((a, kw)) or real(*a, **kw))
     ds = TensorDataset(torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8), torch.zeros(8, dtype=torch.long))
     cfg = dict(pyr.PRESETS['smoke'], batch_size=4)
     r1, hit1 = pyr.pretrain(cfg, ds, device='cpu')
@@ -377,7 +379,7 @@ def test_verdicts_judge_the_headline_claims_by_two_se():
     "SSL vs random init holds with a 10-point gap and spread 0.5; a removed scale in the paper's direction; and the authors'"
     " IoU against the all-background score (equal here: inconclusive, as on the authors' own outputs)."
     import pandas as pd
-    import ssl_study.pyramid as pm
+    import ssl_study.papers.pyramid as pm
     rows = [dict(status='done', fusion='authors_code', cls_inputs='full', removed_fill='zeros', init=i, removed_scale=r,
                  cls_final_acc=acc + s, authors_iou=0.4724 + s / 1000, authors_iou_all_background=0.4724)
             for s in (-0.5, 0.0, 0.5) for i, r, acc in (('ssl', 'none', 30.0), ('random', 'none', 20.0), ('ssl', 1, 25.0), ('ssl', 2, 35.0))]

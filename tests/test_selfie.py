@@ -2,7 +2,7 @@
 into the fine-tuned ResNet-50, labelled subsets, and bad parameters stopping the notebook before any work."""
 import math
 import numpy as np, pytest, torch, torch.nn.functional as F
-import ssl_study.selfie as sf
+import ssl_study.papers.selfie as sf
 from ssl_study.models import ResNetEncoder
 from ssl_study.runs import ParamError
 from conftest import papermill

@@ -3,8 +3,8 @@ import math
 import numpy as np, pytest, torch, torch.nn.functional as F
 from ssl_study.ssl import NTXentLoss
 from ssl_study.datasets import have_dataset
-import ssl_study.simclr as sc
-import ssl_study.simclr_method as sm
+import ssl_study.papers.simclr as sc
+import ssl_study.papers.simclr_method as sm
 from conftest import papermill
 
 
@@ -324,11 +324,11 @@ def test_devices_names_the_same_run_and_more_gpus_than_here_are_refused():
         with pytest.raises(ParamError, match=r'devices=2: .* CUDA GPUs .* this machine has'): sc.check_params('smoke', devices=2)
 
 
-def test_pretrain_goes_through_launch_pretrain_and_devices_keeps_its_cache_entry(monkeypatch, outputs):
+def test_pretrain_goes_through_cache_pretrain_and_devices_keeps_its_cache_entry(monkeypatch, outputs):
     import cloudpickle
     from torch.utils.data import TensorDataset
-    calls, real = [], sc.launch_pretrain
-    monkeypatch.setattr(sc, 'launch_pretrain', lambda *a, **kw: calls.append((a, kw)) or real(*a, **kw))
+    calls, real = [], sc.cache.pretrain
+    monkeypatch.setattr(sc.cache, 'pretrain', lambda *a, **kw: calls.append((a, kw)) or real(*a, **kw))
     data = TensorDataset(torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)))
     cfg = dict(sc.PRESETS['smoke'], pretrain_batch=4)
     r1, hit1 = sc.pretrain_encoder(cfg, data, device='cpu')

@@ -6,8 +6,8 @@ import numpy as np, pytest, torch, torch.nn as nn, torch.nn.functional as F
 import torchvision.datasets.celeba
 from sklearn.metrics import accuracy_score, jaccard_score, roc_auc_score
 
-import ssl_study.simsiam as ss
-from ssl_study.simsiam_method import (SimSiam, SimSiamLoss, authors_cast, gaussian_images, multilabel_metrics,
+import ssl_study.papers.simsiam as ss
+from ssl_study.papers.simsiam_method import (SimSiam, SimSiamLoss, authors_cast, gaussian_images, multilabel_metrics,
                                       output_std)
 from ssl_study.runs import SCALES, ParamError, check_cfg
 from ssl_study.ssl import backbone
@@ -240,7 +240,7 @@ def test_bad_parameters_are_refused(bad, message):
 
 
 def test_every_preset_and_grid_entry_is_valid():
-    for scale in SCALES:
+    for scale in ss.PRESETS:
         runs = ss.grid(scale)
         names = [ss.run_name(g, scale) for g in runs]
         assert len(set(names)) == len(names)
@@ -268,7 +268,7 @@ def test_grid_prints_each_note_once_and_whole(monkeypatch, capsys):
     monkeypatch.setattr(ss, '_noted', set())
     ss.imagenet_missing.cache_clear()
     try:
-        for scale in SCALES: ss.grid(scale)
+        for scale in ss.PRESETS: ss.grid(scale)
     finally: ss.imagenet_missing.cache_clear()
     out = capsys.readouterr().out
     assert out.count("no init='imagenet' runs") == 1 and out.count('CelebA is not in the data root') == 1
@@ -300,10 +300,10 @@ def test_devices_names_the_same_run_and_more_gpus_than_here_are_refused():
         with pytest.raises(ParamError, match=r'devices=2: .* CUDA GPUs .* this machine has'): ss.check_params('smoke', devices=2)
 
 
-def test_pretrain_goes_through_launch_pretrain_and_devices_keeps_its_cache_entry(monkeypatch, outputs):
+def test_pretrain_goes_through_cache_pretrain_and_devices_keeps_its_cache_entry(monkeypatch, outputs):
     import cloudpickle
-    calls, real = [], ss.launch_pretrain
-    monkeypatch.setattr(ss, 'launch_pretrain', lambda *a, **kw: calls.append((a, kw)) or real(*a, **kw))
+    calls, real = [], ss.cache.pretrain
+    monkeypatch.setattr(ss.cache, 'pretrain', lambda *a, **kw: calls.append((a, kw)) or real(*a, **kw))
     data, cfg = _tiny_data(), dict(ss.PRESETS['smoke'], batch_size=4, accum=2, monitor_size=4)
     r1, hit1 = ss.pretrain_encoder(cfg, data, device='cpu')
     assert not hit1 and calls[0][1]['devices'] == 1 and calls[0][1]['evaluate'] is not None

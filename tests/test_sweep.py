@@ -135,7 +135,7 @@ def test_run_names_come_from_the_validated_cfg(outputs, tiny):
 
 
 def test_overlay_cli_refuses_misspelt_name(outputs, capsys):
-    import ssl_study.overlay as ov
+    import ssl_study.papers.overlay as ov
     if not hasattr(ov, 'SPEC'): pytest.skip('overlay has no SPEC yet (the sweep falls back to unchecked parameters)')
     assert main(['sweep', 'overlay', '--scale', 'smoke', '-p', 'alpah', '0.3']) == 2
     err = capsys.readouterr().err
