@@ -197,9 +197,10 @@ def write_text(path, text: str) -> Path:
 REQUIRED_KEYS = ('paper', 'scale', 'params', 'metrics', 'wall_seconds', 'environment')
 
 def code_version(paper: str) -> str:
-    "A short hash of the paper's own module(s), `ssl_study/papers/<paper>*.py` ('' for none): which version of its method made a run."
+    "A short hash of the paper's method: `ssl_study/papers/<paper>_method.py` where it has one, else `<paper>.py` ('' for none)."
     import ssl_study
-    files = sorted((Path(ssl_study.__file__).parent / 'papers').glob(f'{paper}*.py'))
+    folder = Path(ssl_study.__file__).parent / 'papers'
+    files = [f for f in (folder / f'{paper}_method.py', folder / f'{paper}.py') if f.exists()][:1]
     return hashlib.sha256(b''.join(f.read_bytes() for f in files)).hexdigest()[:12] if files else ''
 
 def save_metrics(folder, paper: str, scale: str, params: dict, metrics: dict, started: float, **extra) -> Path:

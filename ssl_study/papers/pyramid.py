@@ -26,9 +26,10 @@ from .pyramid_method import (FUSIONS, PROTOCOLS, PyramidClassifier, PyramidInpai
                                              remove_scale, segmentation_head, trainable)
 
 # %% auto #0
-__all__ = ['PAPER', 'NOTEBOOK', 'TASKS', 'SPEC', 'PRESETS', 'SEEDS', 'PAPER_RESULTS', 'grid', 'run_name', 'variant',
-           'check_params', 'to_input', 'load_pretext', 'load_cls_data', 'load_seg_data', 'pretrain', 'initial_model',
-           'classify', 'seg_metrics', 'segment', 'tables', 'verdicts', 'report']
+__all__ = ['PAPER', 'NOTEBOOK', 'TASKS', 'SPEC', 'PRESETS', 'SEEDS', 'RUN_MINUTES', 'CPU_VARIANTS', 'PAPER_RESULTS', 'grid',
+           'run_name', 'cpu_grid', 'variant', 'check_params', 'to_input', 'load_pretext', 'load_cls_data',
+           'load_seg_data', 'pretrain', 'initial_model', 'classify', 'seg_metrics', 'segment', 'tables', 'verdicts',
+           'report']
 
 # %% ../../nbs/00_pyramid.ipynb #84c4b40b
 PAPER, NOTEBOOK = 'pyramid', 'nbs/00_pyramid.ipynb'
@@ -75,11 +76,14 @@ PRESETS = dict(
                cls_test_per_class=1, cls_epochs=1, seg_image_size=32, seg_train_size=24, seg_test_size=16, seg_epochs=1),
     quick=dict(_COMMON, image_size=32, pretrain_per_class=200, pretrain_epochs=3, cls_test_per_class=10, cls_epochs=4,
                seg_image_size=64, seg_epochs=3),
+    cpu=dict(_COMMON, image_size=64, pretrain_per_class=1000, pretrain_epochs=10, tasks='classification', cls_epochs=20,
+             seg_image_size=64, seg_epochs=10),
     gpu=dict(_COMMON, image_size=64, pretrain_epochs=10, batch_size=256, cls_epochs=30, seg_image_size=128, seg_epochs=20,
              seg_batch_size=32),
     paper=dict(_COMMON, image_size=128, pretrain_epochs=15, seg_pretrain_epochs=50, cls_epochs=50, seg_image_size=256, seg_epochs=30),
 )
-SEEDS = dict(smoke=(0,), quick=(0,), gpu=(0, 1, 2), paper=(0, 1, 2))
+SEEDS = dict(smoke=(0,), quick=(0,), cpu=(0, 1), gpu=(0, 1, 2), paper=(0, 1, 2))
+RUN_MINUTES = dict(cpu=12)     # a campaign's estimate of one cpu run before it has timed one (pilot: fp32, 2 cores)
 
 # %% ../../nbs/00_pyramid.ipynb #93161dc1
 _VARIANTS = (('ssl', 'none'), ('random', 'none'), ('ssl', 1), ('ssl', 2), ('ssl', 3))
@@ -88,6 +92,7 @@ def grid(scale: str) -> list[dict]:
     "Table 1 per fusion and seed, the ones-filled segmentation ablation per seed, and the pyramid-input classifier for one seed."
     scale = resolve_scale(scale)
     if scale == 'smoke': return [dict(fusion='authors_code', init=i, removed_scale='none', seed=0) for i in ('ssl', 'random')]
+    if scale == 'cpu': return cpu_grid()
     seeds = SEEDS[scale]
     main = [dict(fusion=f, init=i, removed_scale=r, seed=s) for i, r in _VARIANTS for s in seeds for f in FUSIONS]
     ones = [dict(fusion='authors_code', init='ssl', removed_scale=1, removed_fill='ones', tasks='segmentation', seed=s) for s in seeds]
@@ -103,6 +108,12 @@ def run_name(cfg: dict, scale: str) -> str:
     label = '-'.join([q['init'], q['fusion']] + ['pyramid'] * (q['cls_inputs'] == 'pyramid') + [f"rm{q['removed_scale']}"]
                      + ['ones'] * (q['removed_fill'] == 'ones') + [q['tasks'][:3]] * (q['tasks'] != 'both') + [f"seed{q['seed']}"])
     return run_id(label, {k: v for k, v in cfg.items() if k in preset}, preset, _LABEL_KEYS)
+
+def cpu_grid() -> list[dict]:
+    "The `cpu` evidence: the runs behind the declared claims that this scale can decide, seed by seed (deciding pair first)."
+    return [dict(fusion='authors_code', init=i, removed_scale=r, seed=s) for s in SEEDS['cpu'] for i, r in CPU_VARIANTS]
+
+CPU_VARIANTS = (('ssl', 'none'), ('random', 'none'))
 
 # %% ../../nbs/00_pyramid.ipynb #f46c7d13
 PAPER_RESULTS = {'non-SSL (random init)': dict(cls_acc=24.24, seg_iou=0.4830), 'SSL': dict(cls_acc=28.55, seg_iou=0.4901),
