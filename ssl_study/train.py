@@ -15,8 +15,9 @@ from tqdm.auto import tqdm
 from .runs import is_main_process
 
 # %% auto #0
-__all__ = ['seed_everything', 'default_device', 'rank', 'world_size', 'alone', 'make_loader', 'epoch_seed', 'warmup_cosine',
-           'save_atomic', 'to_device', 'TensorShard', 'shard', 'fit']
+__all__ = ['CPU_MODES', 'seed_everything', 'default_device', 'rank', 'world_size', 'alone', 'make_loader', 'epoch_seed',
+           'warmup_cosine', 'save_atomic', 'to_device', 'TensorShard', 'shard', 'set_threads', 'native_bf16',
+           'cpu_mode', 'fit']
 
 # %% ../nbs/core/02_train.ipynb #509e60b7
 def seed_everything(seed: int = 0) -> None:
@@ -169,21 +170,58 @@ def _compiled(model: nn.Module, compile: bool, device: torch.device, progress: b
     return torch.compile(model)
 
 # %% ../nbs/core/02_train.ipynb #074289b3
+def set_threads(jobs: int = 1) -> int:
+    "Intra-op threads for one of `jobs` concurrent runs: OMP_NUM_THREADS when set, else this process's cores // jobs."
+    env = os.environ.get('OMP_NUM_THREADS', '')
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+    n = int(env) if env.isdigit() and int(env) > 0 else max(1, cores // max(1, jobs))
+    torch.set_num_threads(n)
+    return n
+
+CPU_MODES = ('fp32', 'bf16', 'auto')
+
+def native_bf16() -> bool:
+    "Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX) through oneDNN."
+    c = torch.cpu
+    return torch.backends.mkldnn.is_available() and any(
+        getattr(c, f, lambda: False)() for f in ('_is_amx_tile_supported', '_is_avx512_bf16_supported'))
+
+def cpu_mode(model: nn.Module, amp: bool | None = None) -> str:
+    """How `fit` trains `model` on the CPU: 'bf16+cl' (bf16 autocast, channels-last) or 'fp32'. `amp` True/False decides;
+    else SSL_STUDY_CPU_MODE=fp32|bf16|auto (default auto): a conv net on a CPU with native bf16 -> 'bf16+cl', else 'fp32'."""
+    if amp is not None: return 'bf16+cl' if amp else 'fp32'
+    env = os.environ.get('SSL_STUDY_CPU_MODE', 'auto').strip().lower() or 'auto'
+    if env not in CPU_MODES: raise ValueError(f"SSL_STUDY_CPU_MODE={env!r}: expected one of {', '.join(CPU_MODES)}")
+    if env != 'auto': return 'bf16+cl' if env == 'bf16' else 'fp32'
+    conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+    return 'bf16+cl' if conv and native_bf16() else 'fp32'
+
 def fit(model: nn.Module, dl, step: Callable, opt: torch.optim.Optimizer, epochs: int, *,
         sched=None, evaluate: Callable | None = None, ckpt=None, seed: int = 0, device=None,
         amp: bool | None = None, compile: bool = False, desc: str = 'fit', on_epoch_end: Callable | None = None,
         progress: bool = True, sync_bn: bool = True) -> list[dict]:
-    "Train `model` with `step(model, batch) -> loss` for `epochs` epochs; resumable from `ckpt`; DDP under torchrun."
+    """Train `model` with `step(model, batch) -> loss` for `epochs` epochs; resumable from `ckpt`; DDP under torchrun.
+    `amp` None: bf16 autocast on CUDA, on the CPU as `cpu_mode` decides (recorded as each record's `mode`)."""
     device = torch.device(device) if device is not None else default_device()
-    amp = (device.type == 'cuda') if amp is None else amp
     main = rank() == 0; progress = progress and main
     dl = shard(dl)
+    history, start, state = [], 0, None
+    load = lambda: torch.load(ckpt, map_location=device, weights_only=False) if ckpt is not None and Path(ckpt).exists() else None
+    if world_size() == 1: state = load()                 # one process: read now, so that a resumed run keeps its CPU mode
+    if device.type == 'cuda':                                # the GPU path as it was: bf16 unless amp=False, channels-last always
+        amp = True if amp is None else amp; mode = 'bf16+cl' if amp else 'fp32+cl'
+    elif device.type == 'cpu':
+        set_threads(world_size())
+        resumed = state['history'][-1].get('mode') if state and state['history'] else None
+        pinned = amp is not None or os.environ.get('SSL_STUDY_CPU_MODE', 'auto').strip().lower() not in ('', 'auto')
+        mode = resumed if resumed in ('fp32', 'bf16+cl') and not pinned else cpu_mode(model, amp)
+        amp = mode == 'bf16+cl'
+    else: amp = bool(amp); mode = 'bf16' if amp else 'fp32'
     model.to(device)
-    if device.type == 'cuda': model.to(memory_format=torch.channels_last)
+    if mode.endswith('+cl'): model.to(memory_format=torch.channels_last)
     net = _compiled(_distributed(model, device, sync_bn, progress), compile, device, progress)   # DDP's start is a collective:
-    history, start = [], 0                                                   # rank 0 has saved before the others read below
-    if ckpt is not None and Path(ckpt).exists():
-        state = torch.load(ckpt, map_location=device, weights_only=False)
+    if world_size() > 1: state = load()                      # rank 0 has saved before the others read it
+    if state is not None:
         model.load_state_dict(state['model']); opt.load_state_dict(state['opt'])
         if sched is not None and state.get('sched') is not None: sched.load_state_dict(state['sched'])
         history, start = state['history'], state['epoch']
@@ -196,17 +234,19 @@ def fit(model: nn.Module, dl, step: Callable, opt: torch.optim.Optimizer, epochs
             batch = to_device(batch, device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 loss = step(net, batch)
+            loss = loss.float()                      # the loss, and so the start of backward, in fp32 whatever the step returns
             opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
             if sched is not None: sched.step()
             n = len(batch[0]) if isinstance(batch, (list, tuple)) else len(batch)
             total += loss.detach().float() * n; count += n
-        rec = dict(epoch=epoch + 1, loss=_mean_over_ranks(total, count), lr=opt.param_groups[0]['lr'])
+        rec = dict(epoch=epoch + 1, loss=_mean_over_ranks(total, count), lr=opt.param_groups[0]['lr'], mode=mode)
         if evaluate is not None and main:
             model.eval()
             with alone(), torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp): rec.update(evaluate(model))
         rec['seconds'] = round(time.time() - t0, 3)
         history.append(rec := _from_rank0(rec))
-        if progress: print(f"{desc} epoch {epoch + 1}/{epochs}: " + ', '.join(f"{k} {v:.4g}" for k, v in rec.items() if k not in ('epoch',)))
+        if progress: print(f"{desc} epoch {epoch + 1}/{epochs}: " + ', '.join(f"{k} {v:.4g}" if isinstance(v, (int, float)) else f"{k} {v}"
+                                                                            for k, v in rec.items() if k not in ('epoch',)))
         if ckpt is not None:
             save_atomic(dict(model=model.state_dict(), opt=opt.state_dict(),
                              sched=sched.state_dict() if sched is not None else None,
