@@ -9,7 +9,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 # %% auto #0
-__all__ = ['save_fig', 'plot_history', 'image_grid', 'image_rows']
+__all__ = ['save_fig', 'plot_history', 'image_grid', 'image_rows', 'verdict_figure']
 
 # %% ../nbs/core/04_plots.ipynb #6c492c95
 def save_fig(fig, path, dpi: int = 120) -> Path:
@@ -63,4 +63,22 @@ def image_rows(rows: dict, size: float = 1.2):
             if c < len(imgs): ax.imshow(_to_hwc(imgs[c]))
         axs[r, 0].set_ylabel(title, fontsize=8)
     fig.tight_layout()
+    return fig
+
+# %% ../nbs/core/04_plots.ipynb #ec22ed54
+def verdict_figure(table, title: str = ''):
+    "Forest plot of a verdict table: our gap and its interval per claim (dots), the paper's gap (crosses), zero."
+    import numpy as np
+    fig, ax = plt.subplots(figsize=(7.5, 0.55 * len(table) + 1.3))
+    y = np.arange(len(table))[::-1]
+    colour = {'holds': 'C2', 'fails': 'C3'}
+    for yi, r in zip(y, table.itertuples()):
+        if r.gap == r.gap and r.lo == r.lo:
+            ax.errorbar(r.gap, yi, xerr=[[r.gap - r.lo], [r.hi - r.gap]], fmt='o', color=colour.get(r.verdict, 'C7'), capsize=3)
+        if r.effect == r.effect and r.effect is not None:
+            ax.plot(r.effect * (1 if getattr(r, 'expect', 'greater') == 'greater' else -1), yi, 'x', color='k', ms=8)
+    ax.axvline(0, color='k', lw=0.8)
+    ax.set_yticks(y, [f"{r.id}{' (primary)' if r.primary else ''}: {r.verdict}" for r in table.itertuples()], fontsize=8)
+    ax.set_xlabel("gap between the claim's arms (a - b): ours with its interval (dots), the paper's (x)")
+    ax.set_title(title, fontsize=9); ax.grid(alpha=0.3, axis='x'); fig.tight_layout()
     return fig

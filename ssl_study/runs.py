@@ -8,13 +8,14 @@ import fcntl, hashlib, json, math, os, platform, subprocess, sys, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from .device import default_device, is_main_process, seed_everything
+from .claims import verdict, verdict_table
 
 # %% auto #0
 __all__ = ['SCALES', 'COMMON_SPEC', 'REQUIRED_KEYS', 'ParamError', 'resolve_scale', 'check_choice', 'check_number', 'Param',
            'Int', 'Float', 'Choice', 'Bool', 'Str', 'check_cfg', 'resolve_params', 'notebook_overrides', 'project_root',
            'outputs_root', 'short_hash', 'run_id', 'run_dir', 'git_commit', 'environment', 'atomic_write', 'write_json',
-           'write_text', 'code_version', 'save_metrics', 'read_metrics', 'is_complete', 'mean_std', 'verdict',
-           'verdict_table', 'RunContext', 'start_run', 'finish']
+           'write_text', 'code_version', 'save_metrics', 'read_metrics', 'is_complete', 'mean_std', 'RunContext',
+           'start_run', 'finish']
 
 # %% ../nbs/core/05_runs.ipynb #856ccf5f
 SCALES = ('smoke', 'quick', 'cpu', 'gpu', 'paper')
@@ -231,35 +232,6 @@ def mean_std(values, digits: int = 1) -> str:
     if not vals: return '–'
     if len(vals) == 1: return f"{vals[0]:.{digits}f}"
     return f"{np.mean(vals):.{digits}f} ± {np.std(vals, ddof=1):.{digits}f}"
-
-# %% ../nbs/core/05_runs.ipynb #0aad48ec
-def verdict(a, b, expect: str = 'greater', digits: int = 1) -> dict:
-    "holds / fails / inconclusive for the paper's claim `a` > `b` (`expect='greater'`) or `a` < `b` ('less'), by 2 SE of the gap."
-    if expect not in ('greater', 'less'): raise ValueError(f"expect must be 'greater' or 'less'; got {expect!r}")
-    import numpy as np
-    a, b = ([float(v) for v in x if v is not None and v == v] for x in (a, b))
-    n_a, n_b = len(a), len(b)
-    if not n_a or not n_b:
-        return dict(verdict='inconclusive', gap=float('nan'), se=float('nan'), n_a=n_a, n_b=n_b,
-                    text=f"inconclusive: no runs ({n_a} vs {n_b} seeds)")
-    ma, mb, f = np.mean(a), np.mean(b), lambda x: f"{x:.{digits}f}"
-    gap = float(ma - mb)
-    if n_a < 2 or n_b < 2:
-        return dict(verdict='inconclusive', gap=gap, se=float('nan'), n_a=n_a, n_b=n_b,
-                    text=f"inconclusive: {f(ma)} vs {f(mb)} (gap {gap:+.{digits}f}, one seed: no SE, {n_a} vs {n_b} seeds)")
-    se = float(np.sqrt(np.var(a, ddof=1) / n_a + np.var(b, ddof=1) / n_b))
-    signed = gap if expect == 'greater' else -gap
-    v = 'holds' if signed > 2 * se else 'fails' if signed < -2 * se else 'inconclusive'
-    return dict(verdict=v, gap=gap, se=se, n_a=n_a, n_b=n_b,
-                text=f"{v}: {f(ma)} vs {f(mb)} (gap {gap:+.{digits}f}, 2 SE = {f(2 * se)}, {n_a} vs {n_b} seeds)")
-
-# %% ../nbs/core/05_runs.ipynb #66ae7d83
-def verdict_table(rows) -> 'pd.DataFrame':
-    "One row per claim: claim, verdict, gap, se, n_a, n_b, text; each row `dict(claim, a, b, expect)` or a ready `dict(claim, verdict, text)`."
-    import pandas as pd
-    out = [r if 'verdict' in r else dict(claim=r['claim'], **verdict(r['a'], r['b'], r.get('expect', 'greater')))
-           for r in rows]
-    return pd.DataFrame(out, columns=['claim', 'verdict', 'gap', 'se', 'n_a', 'n_b', 'text'])
 
 # %% ../nbs/core/05_runs.ipynb #2dc39bd9
 @dataclass

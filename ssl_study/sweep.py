@@ -11,10 +11,14 @@ from tqdm.auto import tqdm
 from .jobs import LocalExecutor, Run, execute
 from .runs import (SCALES, ParamError, atomic_write, code_version, is_complete, outputs_root, project_root,
                             read_metrics, resolve_scale, write_text)
+import matplotlib.pyplot as plt
+from .claims import judge, verdicts_markdown
+from .plots import save_fig, verdict_figure
 
 # %% auto #0
 __all__ = ['PAPERS', 'JOB_MARGIN_MIN', 'EVIDENCE_SCALES', 'CAMPAIGN_TIMEOUT', 'paper_exists', 'available_papers', 'paper_module',
-           'plan', 'sweep', 'campaign', 'collect', 'report', 'results_section', 'write_results_section', 'main']
+           'plan', 'sweep', 'campaign', 'collect', 'write_verdicts', 'report', 'results_section',
+           'write_results_section', 'main']
 
 # %% ../nbs/core/07_sweep.ipynb #a13e1aa5
 PAPERS = {'pyramid': 'ssl_study.papers.pyramid', 'simclr': 'ssl_study.papers.simclr', 'simsiam': 'ssl_study.papers.simsiam',
@@ -259,6 +263,15 @@ def _executor(a, scale: str):
                          max_parallel=a.jobs, **slurm)
 
 # %% ../nbs/core/07_sweep.ipynb #c09fa00c
+def write_verdicts(mod, df: pd.DataFrame, folder: Path) -> pd.DataFrame | None:
+    "Judge the paper's declared `CLAIMS` on its runs: verdicts.md, verdicts.csv and summary.png (a forest plot) in `folder`."
+    if not getattr(mod, 'CLAIMS', None): return None
+    t = judge(mod.CLAIMS, df[df.status == 'done'] if 'status' in df else df)
+    write_text(folder / 'verdicts.md', verdicts_markdown(t)); write_text(folder / 'verdicts.csv', t.to_csv(index=False))
+    fig = verdict_figure(t, f"{mod.PAPER}: our gaps (95% interval, Holm for the secondary claims) beside the paper's")
+    save_fig(fig, folder / 'summary.png'); plt.close(fig)
+    return t
+
 def _flag_stale(df: pd.DataFrame, paper: str, folder: Path) -> list[str]:
     "The runs made by another version of the paper's module than today's, noted under its verdicts (they need a rerun)."
     now = code_version(paper)
@@ -282,6 +295,7 @@ def report(scale: str, papers) -> pd.DataFrame:
             continue
         try:
             paper_module(p).report(sub, outputs_root() / scale / p)
+            write_verdicts(paper_module(p), sub, outputs_root() / scale / p)
             _flag_stale(sub, p, outputs_root() / scale / p)
         except Exception as e:
             errors.append(f"{p}: {type(e).__name__}: {e}"); print(f"{p}: writing the report failed: {type(e).__name__}: {e}", file=sys.stderr)
