@@ -9,16 +9,13 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 from .jobs import LocalExecutor, Run, execute
-from .runs import (SCALES, ParamError, atomic_write, code_version, is_complete, outputs_root, project_root,
-                            read_metrics, resolve_scale, write_text)
-import matplotlib.pyplot as plt
-from .claims import judge, verdicts_markdown
-from .plots import save_fig, verdict_figure
+from .runs import (SCALES, ParamError, atomic_write, is_complete, outputs_root, project_root,
+                            read_metrics, resolve_scale)
+from .evidence import EVIDENCE_SCALES, flag_stale, write_results_section, write_verdicts
 
 # %% auto #0
-__all__ = ['PAPERS', 'JOB_MARGIN_MIN', 'EVIDENCE_SCALES', 'CAMPAIGN_TIMEOUT', 'paper_exists', 'available_papers', 'paper_module',
-           'plan', 'sweep', 'campaign', 'collect', 'write_verdicts', 'report', 'results_section',
-           'write_results_section', 'main']
+__all__ = ['PAPERS', 'JOB_MARGIN_MIN', 'CAMPAIGN_TIMEOUT', 'paper_exists', 'available_papers', 'paper_module', 'plan', 'sweep',
+           'campaign', 'collect', 'report', 'main']
 
 # %% ../nbs/core/07_sweep.ipynb #a13e1aa5
 PAPERS = {'pyramid': 'ssl_study.papers.pyramid', 'simclr': 'ssl_study.papers.simclr', 'simsiam': 'ssl_study.papers.simsiam',
@@ -263,27 +260,6 @@ def _executor(a, scale: str):
                          max_parallel=a.jobs, **slurm)
 
 # %% ../nbs/core/07_sweep.ipynb #c09fa00c
-def write_verdicts(mod, df: pd.DataFrame, folder: Path) -> pd.DataFrame | None:
-    "Judge the paper's declared `CLAIMS` on its runs: verdicts.md, verdicts.csv and summary.png (a forest plot) in `folder`."
-    if not getattr(mod, 'CLAIMS', None): return None
-    t = judge(mod.CLAIMS, df[df.status == 'done'] if 'status' in df else df)
-    write_text(folder / 'verdicts.md', verdicts_markdown(t)); write_text(folder / 'verdicts.csv', t.to_csv(index=False))
-    fig = verdict_figure(t, f"{mod.PAPER}: our gaps (95% interval, Holm for the secondary claims) beside the paper's")
-    save_fig(fig, folder / 'summary.png'); plt.close(fig)
-    return t
-
-def _flag_stale(df: pd.DataFrame, paper: str, folder: Path) -> list[str]:
-    "The runs made by another version of the paper's module than today's, noted under its verdicts (they need a rerun)."
-    now = code_version(paper)
-    done = df[df.status == 'done'] if 'status' in df else df
-    stale = sorted(done.run[done.code_version.fillna('') != now]) if 'code_version' in done else []
-    if stale and (folder / 'verdicts.md').exists():
-        note = (f"\n> {len(stale)} of {len(done)} runs were made by another version of `ssl_study/papers/{paper}*.py` than "
-                f"today's ({now}): {', '.join(stale)}. Rerun them (delete their folders) before trusting these verdicts.\n")
-        write_text(folder / 'verdicts.md', (folder / 'verdicts.md').read_text() + note)
-    if stale: print(f"{paper}: {len(stale)} run(s) made by another version of its module: {', '.join(stale)}", file=sys.stderr)
-    return stale
-
 def report(scale: str, papers) -> pd.DataFrame:
     "Collect the results of `scale` and write each paper's report into `outputs/<scale>/<paper>/`."
     df, errors = collect(scale, papers), []
@@ -296,49 +272,12 @@ def report(scale: str, papers) -> pd.DataFrame:
         try:
             paper_module(p).report(sub, outputs_root() / scale / p)
             write_verdicts(paper_module(p), sub, outputs_root() / scale / p)
-            _flag_stale(sub, p, outputs_root() / scale / p)
+            flag_stale(sub, p, outputs_root() / scale / p)
         except Exception as e:
             errors.append(f"{p}: {type(e).__name__}: {e}"); print(f"{p}: writing the report failed: {type(e).__name__}: {e}", file=sys.stderr)
     df.attrs['report_errors'] = errors
-    if scale in EVIDENCE_SCALES: write_results_section()
+    if scale in EVIDENCE_SCALES and outputs_root() == project_root() / 'outputs': write_results_section({p: paper_module(p) for p in available_papers()})   # not for a test's outputs
     return df
-
-# %% ../nbs/core/07_sweep.ipynb #d4590b7c
-EVIDENCE_SCALES = ('cpu', 'gpu', 'paper')
-_START, _END = '<!-- results:start -->', '<!-- results:end -->'
-
-def results_section(root: Path | None = None) -> str:
-    "Markdown of every committed paper verdict table (`outputs/<scale>/<paper>/verdicts.md`), evidence scales in order."
-    root, parts = root or outputs_root(), []
-    for scale in EVIDENCE_SCALES:
-        for p in PAPERS:
-            f = root / scale / p / 'verdicts.md'
-            if not f.exists(): continue
-            fig = next((g for g in ('summary.png',) if (f.parent / g).exists()), None)
-            parts.append(f"### {p}, `{scale}` scale\n\n{f.read_text().strip()}\n"
-                         + (f"\n![{p} at the {scale} scale](outputs/{scale}/{p}/{fig})\n" if fig else ''))
-    return '\n'.join(parts) or '_No evidence run is committed yet: `ssl-study run --scale cpu --hours H` makes it._\n'
-
-def _between(text: str, body: str) -> str | None:
-    if _START not in text or _END not in text: return None
-    a, b = text.index(_START) + len(_START), text.index(_END)
-    return text[:a] + '\n' + body.strip() + '\n' + text[b:]
-
-# %% ../nbs/core/07_sweep.ipynb #380a7391
-def write_results_section(root: Path | None = None) -> list[Path]:
-    "Write `results_section()` between the markers of nbs/index.ipynb and README.md; returns the files changed."
-    body, changed, proj = results_section(root), [], project_root()
-    readme, index = proj / 'README.md', proj / 'nbs' / 'index.ipynb'
-    if readme.exists() and (new := _between(readme.read_text(), body)) is not None and new != readme.read_text():
-        atomic_write(readme, new); changed.append(readme)
-    if index.exists():
-        nb = json.loads(index.read_text())
-        for c in nb['cells']:
-            src = ''.join(c['source']) if isinstance(c['source'], list) else c['source']
-            if (new := _between(src, body)) is not None and new != src:
-                c['source'] = new; atomic_write(index, json.dumps(nb, indent=1, ensure_ascii=False) + '\n'); changed.append(index)
-                break
-    return changed
 
 # %% ../nbs/core/07_sweep.ipynb #1ad18f96
 def _list() -> int:
@@ -372,12 +311,13 @@ def main(argv=None) -> int:
     if a.cmd in ('collect', 'report'):
         df = report(scale, a.papers or available_papers()); print(f"{len(df)} runs -> {outputs_root() / scale / 'results.csv'}")
         return 1 if df.attrs['report_errors'] else 0
+    if getattr(a, 'hours', None) and a.executor != 'local':
+        print('ssl-study: --hours runs a campaign on this machine (--executor local)', file=sys.stderr); return 2
     try: papers, runs = _plan_all(a, scale); executor = _executor(a, scale)
     except (ValueError, FileNotFoundError, ImportError) as e:     # ParamError, DatasetNotFoundError, no submitit: nothing has run
         print(f"ssl-study: {e}", file=sys.stderr); return 2
     print(f"{len(runs)} run(s) at scale {scale!r}; results under {outputs_root() / scale}")
     if getattr(a, 'hours', None):
-        if a.executor != 'local': print('ssl-study: --hours runs a campaign on this machine (--executor local)', file=sys.stderr); return 2
         status = campaign(runs, a.hours, threads=executor.threads_per_job, timeout=a.timeout or CAMPAIGN_TIMEOUT.get(scale))
     else: status = sweep(runs, executor, a.timeout)
     df = report(scale, papers)

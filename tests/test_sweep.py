@@ -209,3 +209,41 @@ def test_cli_end_to_end(outputs, tiny, tmp_path, capsys):
     df = pd.read_csv(outputs / 'smoke' / 'results.csv')
     assert dict(zip(df.run, df.status)) == {'x1.0': 'done', 'x2.0': 'done', 'x3.0': 'failed'}
     assert dict(zip(df.run[df.status == 'done'], df.x[df.status == 'done'])) == {'x1.0': -1.0, 'x2.0': -2.0}  # metric wins
+
+
+# --- campaigns (--hours), verdicts from declared claims, stale runs, the README left alone by tests ---
+
+def test_campaign_runs_then_skips_and_judges_declared_claims(outputs, tiny, fake_runner, capsys, monkeypatch):
+    from ssl_study.claims import Claim
+    monkeypatch.setattr(tiny, 'CLAIMS', [Claim('two-beats-one', 'x = 2 squares higher than x = 1', dict(run='x2.0'), dict(run='x1.0'),
+                                               'square', paper=dict(a=4, b=1), effect=3.0, primary=True)], raising=False)
+    readme = (ROOT / 'README.md').read_text()
+    assert main(['run', '--scale', 'cpu', '--papers', 'tiny', '--hours', '1']) == 0
+    out = capsys.readouterr().out
+    assert 'campaign: 2 runs, 0 already complete, 2 to run' in out and 'campaign: run 2/2' in out
+    md = (outputs / 'cpu' / 'tiny' / 'verdicts.md').read_text()
+    assert '**primary** `two-beats-one`' in md and 'inconclusive' in md          # one seed per arm: no interval
+    assert (outputs / 'cpu' / 'tiny' / 'summary.png').stat().st_size > 1000
+    assert (ROOT / 'README.md').read_text() == readme                           # a test's outputs never reach the README
+    assert main(['run', '--scale', 'cpu', '--papers', 'tiny', '--hours', '1']) == 0
+    assert 'campaign: 2 runs, 2 already complete, 0 to run' in capsys.readouterr().out
+
+
+def test_campaign_stops_before_a_run_that_does_not_fit(outputs, tiny, fake_runner, capsys, monkeypatch):
+    monkeypatch.setattr(tiny, 'RUN_MINUTES', {'cpu': 90}, raising=False)        # each run "takes" 90 min; 1 h given
+    assert main(['run', '--scale', 'cpu', '--papers', 'tiny', '--hours', '1']) == 0
+    out = capsys.readouterr().out
+    assert 'stopping before run 1/2' in out and not list((outputs / 'cpu').rglob('metrics.json'))
+
+
+def test_campaign_refuses_slurm(outputs, tiny, fake_runner, capsys):
+    assert main(['run', '--scale', 'cpu', '--papers', 'tiny', '--hours', '1', '--executor', 'slurm', '--timeout', '1h']) == 2
+
+
+def test_runs_of_another_method_version_are_flagged(outputs, tiny, fake_runner, capsys, monkeypatch):
+    from ssl_study.claims import Claim
+    monkeypatch.setattr(tiny, 'CLAIMS', [Claim('c', 's', dict(run='x2.0'), dict(run='x1.0'), 'square', primary=True)], raising=False)
+    monkeypatch.setattr('ssl_study.evidence.code_version', lambda paper: 'today')
+    assert main(['sweep', 'tiny', '--scale', 'cpu']) == 0                        # fake runs record no code_version
+    md = (outputs / 'cpu' / 'tiny' / 'verdicts.md').read_text()
+    assert '2 of 2 runs were made by another version' in md and 'Rerun them' in md
