@@ -12,7 +12,8 @@ from .plots import save_fig, verdict_figure
 from .runs import atomic_write, code_version, project_root, write_text
 
 # %% auto #0
-__all__ = ['EVIDENCE_SCALES', 'write_verdicts', 'flag_stale', 'results_section', 'claims_section', 'write_results_section']
+__all__ = ['EVIDENCE_SCALES', 'write_verdicts', 'flag_stale', 'results_section', 'claims_section', 'write_results_section',
+           'shrink_figures']
 
 # %% ../nbs/core/07b_evidence.ipynb #78b95b90
 def write_verdicts(mod, df: pd.DataFrame, folder: Path) -> pd.DataFrame | None:
@@ -80,3 +81,18 @@ def write_results_section(mods: dict) -> list[Path]:
             c['source'] = _fill(src, mods)
         if (new := json.dumps(nb, indent=1, ensure_ascii=False) + '\n') != index.read_text(): atomic_write(index, new); changed.append(index)
     return changed
+
+# %% ../nbs/core/07b_evidence.ipynb #a584197f
+def shrink_figures(folder: Path, limit_kb: int = 150) -> list[Path]:
+    "Re-encode the PNGs in `folder` above `limit_kb` (256-colour palette, halved while still too large); the files changed."
+    from PIL import Image
+    out = []
+    for f in sorted(Path(folder).glob('*.png')):
+        if f.stat().st_size <= limit_kb * 1024: continue
+        im = Image.open(f).convert('RGB')
+        while True:
+            tmp = f.with_name(f'.{f.name}.tmp'); im.quantize(colors=256).save(tmp, 'PNG', optimize=True)
+            if tmp.stat().st_size <= limit_kb * 1024 or min(im.size) < 200: break
+            im = im.resize((im.size[0] // 2, im.size[1] // 2))
+        tmp.replace(f); out.append(f)
+    return out

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from .jobs import LocalExecutor, Run, execute
 from .runs import (SCALES, ParamError, atomic_write, is_complete, outputs_root, project_root,
                             read_metrics, resolve_scale)
-from .evidence import EVIDENCE_SCALES, flag_stale, write_results_section, write_verdicts
+from .evidence import EVIDENCE_SCALES, flag_stale, shrink_figures, write_results_section, write_verdicts
 
 # %% auto #0
 __all__ = ['PAPERS', 'JOB_MARGIN_MIN', 'CAMPAIGN_TIMEOUT', 'paper_exists', 'available_papers', 'paper_module', 'plan', 'sweep',
@@ -102,7 +102,7 @@ def campaign(runs: list[Run], hours: float, threads: int | None = None, timeout:
         log(f"campaign: run {i}/{len(todo)} {r.paper}/{r.name} starting (elapsed {_hms(clock() - t0)}"
             + (f", about {_hms(est)} each" if est else '') + ')', flush=True)
         s0 = clock(); st = execute(r, threads=threads, timeout=timeout); out.append(st)
-        if st['status'] == 'done': timed.append(clock() - s0)
+        if st['status'] == 'done': timed.append(clock() - s0); shrink_figures(r.folder)
         rest = len(todo) - i
         log(f"campaign: run {i}/{len(todo)} {r.name}: {st['status']} in {_hms(clock() - s0)}; elapsed {_hms(clock() - t0)}"
             + (f"; {rest} left, about {_hms(rest * sum(timed) / len(timed))}" if timed and rest else ''), flush=True)
@@ -272,6 +272,8 @@ def report(scale: str, papers) -> pd.DataFrame:
         try:
             paper_module(p).report(sub, outputs_root() / scale / p)
             write_verdicts(paper_module(p), sub, outputs_root() / scale / p)
+            if scale in EVIDENCE_SCALES:                 # committed evidence keeps small figures
+                for d in (outputs_root() / scale / p).iterdir(): d.is_dir() and shrink_figures(d)
             flag_stale(sub, p, outputs_root() / scale / p)
         except Exception as e:
             errors.append(f"{p}: {type(e).__name__}: {e}"); print(f"{p}: writing the report failed: {type(e).__name__}: {e}", file=sys.stderr)
