@@ -12,32 +12,47 @@ from .. import evaluate as ev
 from . import overlay, pyramid, pyramid_method, selfie, simclr, simsiam
 from ..models import ResNetAutoencoder
 from ..runs import ParamError, resolve_scale
-from .simclr_method import SimCLRNet, contrastive_loss, paper_views, warmup_restarts
+from .simclr_method import SimCLRNet, contrastive_loss, paper_views
 from .simsiam_method import SimSiam, simsiam_step, simsiam_views
 from ..ssl import backbone
 from ..train import warmup_cosine
 from ..views import augment, normalize, to_unit
 
 # %% auto #0
-__all__ = ['IMAGE_SIZE', 'N_CLASSES', 'OVERLAY_ALPHA', 'SUPERVISED', 'BUILDERS', 'board_backbone', 'Method', 'BackbonePyramid',
-           'Patches', 'BackboneSelfie', 'build_method']
+__all__ = ['IMAGE_SIZE', 'N_CLASSES', 'BATCH', 'WARMUP', 'OVERLAY_ALPHA', 'SUPERVISED', 'BUILDERS', 'board_backbone', 'board_lr',
+           'schedule', 'Method', 'BackbonePyramid', 'Patches', 'BackboneSelfie', 'build_method']
 
 # %% ../../nbs/05a_leaderboard_methods.ipynb #ec508d43
 IMAGE_SIZE, N_CLASSES = 32, 10
+BATCH = dict(smoke=8, quick=32, cpu=64, gpu=256, paper=256)      # the board's one batch size per scale, every method's
+WARMUP = 0.05                                                    # linear warm-up over this fraction of a run's steps
 
 def board_backbone() -> nn.Module:
     "The board's one backbone: ResNet-18, CIFAR stem (3x3 stride-1, no max-pool), 32 px; (B, 3, 32, 32) -> (B, 512)."
     return backbone('resnet18', IMAGE_SIZE)
 
+def board_lr(lr: float, batch: int, paper_batch: int, adam: bool) -> float:
+    "A paper's learning rate `lr` at its `paper_batch`, at the board's `batch`: x ratio for SGD (linear rule), x sqrt(ratio) for Adam."
+    r = batch / paper_batch
+    return lr * (math.sqrt(r) if adam else r)
+
+def schedule(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    "Every method's schedule: linear warm-up over the first `WARMUP` of `steps`, then cosine to 0 at the last step."
+    return warmup_cosine(opt, steps, max(1, round(WARMUP * steps)))
+
+def _hp(mod, scale: str) -> dict:
+    "A paper module's settings other than the optimiser's: its preset at `scale`, else its `gpu` preset (full size)."
+    return mod.PRESETS[scale if scale in mod.PRESETS else 'gpu']
+
+# %% ../../nbs/05a_leaderboard_methods.ipynb #e1c3b5a9
 @dataclass
 class Method:
-    "A pretext task on the board's backbone: model, training step, optimiser, schedule, batch and input preparation."
+    "A pretext task on the board's backbone: model, training step, optimiser (at the board's lr), batch and input preparation."
     name: str
     build: Callable                       # () -> the pre-training model, holding a fresh `board_backbone()`
     encoder: Callable                     # model -> its backbone
     step: Callable | None = None          # step(model, batch) -> loss; batch (uint8 images,), or (images, labels) if `labels`
-    make_opt: Callable | None = None      # parameters -> optimiser
-    make_sched: Callable | None = None    # (optimiser, steps per epoch) -> per-step schedule, independent of the budget
+    make_opt: Callable | None = None      # parameters -> optimiser (the schedule is the board's: `schedule`)
     batch_size: int = 0
     prep: Callable = normalize            # uint8 images -> the backbone's input, for the read-outs
     labels: bool = False
@@ -47,36 +62,39 @@ class Method:
 class BackbonePyramid(pyramid_method.PyramidInpainter):
     """Pyramid inpainting ("Layered insights into pyramid feature fusion", ICLR 2024 Tiny Papers; `fusion='as_described'`)
     on one shared `encoder`: y = d_1(f(x)) + up(d_2(f(x/2)) + up(d_3(f(x/4)))), f the encoder's feature map, d_s one
-    transposed-conv decoder per scale (log2(reduction) x2 layers, the paper's widths). (B, 3, S, S) -> (B, 3, S, S)."""
-    def __init__(self, encoder: nn.Module, n_scales: int = 3):
+    transposed-conv decoder per scale (log2(reduction) x2 layers, the paper's widths, linear output unless `final_relu`)."""
+    def __init__(self, encoder: nn.Module, n_scales: int = 3, final_relu: bool = False):
         nn.Module.__init__(self)
         self.fusion, self.n_scales, self.encoder = 'as_described', n_scales, encoder
         chans = (encoder.feat_dim,) + pyramid_method.ENCODER_CHANNELS[::-1][1:int(math.log2(encoder.reduction))] + (3,)
-        self.decoders = nn.ModuleList(pyramid_method.deconv_decoder(chans) for _ in range(n_scales))
+        self.decoders = nn.ModuleList(pyramid_method.deconv_decoder(chans, final_relu) for _ in range(n_scales))
     def scale_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         return [self.decoder_of(i)(self.encoder.feature_map(l)) for i, l in enumerate(pyramid_method.gaussian_pyramid(x, self.n_scales))]
 
 def _pyramid(scale: str) -> Method:
-    h = pyramid.PRESETS[scale]
+    p, B = pyramid.PRESETS['paper'], BATCH[scale]
+    lr = board_lr(p['lr'], B, p['batch_size'], adam=True)
     return Method('pyramid', lambda: BackbonePyramid(board_backbone()), lambda m: m.encoder,
                   lambda m, b: pyramid_method.inpainting_loss(m, pyramid.to_input(b[0], IMAGE_SIZE)),
-                  lambda ps: torch.optim.Adam(ps, lr=h['lr']), batch_size=h['batch_size'], settings=dict(lr=h['lr'], fusion='as_described'))
+                  lambda ps: torch.optim.Adam(ps, lr=lr), B, settings=dict(lr=lr, fusion='as_described', final_relu=False))
 
 # %% ../../nbs/05a_leaderboard_methods.ipynb #c40db4d3
 def _simclr(scale: str) -> Method:
-    h = simclr.PRESETS[scale]
+    h, p, B = _hp(simclr, scale), simclr.PRESETS['paper'], BATCH[scale]
+    lr = board_lr(p['lr'], B, p['pretrain_batch'], adam=True)
     return Method('simclr', lambda: SimCLRNet(board_backbone()), lambda m: m.encoder,
                   simclr.simclr_step(paper_views(IMAGE_SIZE), contrastive_loss(h['loss'], h['temperature'])),
-                  lambda ps: torch.optim.Adam(ps, lr=h['lr'], weight_decay=h['weight_decay']),
-                  lambda opt, n: warmup_restarts(opt, n, h['warmup_epochs'], h['restart_epochs']), h['pretrain_batch'],
-                  settings={k: h[k] for k in ('loss', 'temperature', 'lr', 'weight_decay', 'warmup_epochs', 'restart_epochs')})
+                  lambda ps: torch.optim.Adam(ps, lr=lr, weight_decay=p['weight_decay']), B,
+                  settings=dict(loss=h['loss'], temperature=h['temperature'], lr=lr, weight_decay=p['weight_decay']))
 
 def _simsiam(scale: str) -> Method:
-    h = simsiam.PRESETS[scale]; batch = h['batch_size'] * h['accum']
+    h, p, B = _hp(simsiam, scale), simsiam.PRESETS['paper'], BATCH[scale]
+    pb = p['batch_size'] * p['accum']                     # the module's lr is lr x batch / 256 at its batch
+    lr = board_lr(p['lr'] * pb / 256, B, pb, adam=True)
     return Method('simsiam', lambda: SimSiam(board_backbone(), h['dim'], h['pred_dim'], proj_out_bn=h['proj_out_bn']),
-                  lambda m: m.backbone, simsiam_step(simsiam_views(IMAGE_SIZE), h['accum']),
-                  lambda ps: torch.optim.Adam(ps, lr=h['lr'] * batch / 256, weight_decay=h['weight_decay']),
-                  batch_size=batch, settings={k: h[k] for k in ('dim', 'pred_dim', 'proj_out_bn', 'accum', 'lr', 'weight_decay')})
+                  lambda m: m.backbone, simsiam_step(simsiam_views(IMAGE_SIZE), 1),
+                  lambda ps: torch.optim.Adam(ps, lr=lr, weight_decay=p['weight_decay']), B,
+                  settings=dict(dim=h['dim'], pred_dim=h['pred_dim'], proj_out_bn=h['proj_out_bn'], lr=lr, weight_decay=p['weight_decay']))
 
 # %% ../../nbs/05a_leaderboard_methods.ipynb #8c629875
 class Patches(nn.Module):
@@ -101,13 +119,13 @@ class BackboneSelfie(selfie.Selfie):
         self.pos = selfie.PositionEmbedding(self.grid, dim, positions if positions != 'auto' else 'full' if self.grid <= 4 else 'rowcol')
         self.logit_scale = dim ** -0.5 if scaled_logits else 1.0
 
-_SELFIE_KEYS = ('patch_size', 'n_targets', 'layers', 'heads', 'ff', 'positions', 'scaled_logits', 'pretrain_lr', 'momentum', 'weight_decay', 'warmup_steps')
+_SELFIE_KEYS = ('patch_size', 'n_targets', 'layers', 'heads', 'ff', 'positions', 'scaled_logits')
 def _selfie(scale: str) -> Method:
-    h, aug = selfie.PRESETS[scale], selfie.pretext_views(IMAGE_SIZE)
-    return Method('selfie', lambda: BackboneSelfie(board_backbone(), IMAGE_SIZE, *(h[k] for k in _SELFIE_KEYS[:7])),
-                  lambda m: m.P.encoder, lambda m, b: selfie.selfie_loss(m, b[0], aug), lambda ps: selfie.sgd(ps, h['pretrain_lr'], h),
-                  lambda opt, n: warmup_cosine(opt, 1, h['warmup_steps'], final_frac=1.0),   # warm-up, then constant
-                  h['batch_size'], settings={k: h[k] for k in _SELFIE_KEYS})
+    h, p, B, aug = _hp(selfie, scale), selfie.PRESETS['paper'], BATCH[scale], selfie.pretext_views(IMAGE_SIZE)
+    lr = board_lr(p['pretrain_lr'], B, p['batch_size'], adam=False)
+    return Method('selfie', lambda: BackboneSelfie(board_backbone(), IMAGE_SIZE, *(h[k] for k in _SELFIE_KEYS)),
+                  lambda m: m.P.encoder, lambda m, b: selfie.selfie_loss(m, b[0], aug), lambda ps: selfie.sgd(ps, lr, p), B,
+                  settings=dict({k: h[k] for k in _SELFIE_KEYS}, lr=lr, momentum=p['momentum'], weight_decay=p['weight_decay']))
 
 # %% ../../nbs/05a_leaderboard_methods.ipynb #7412d07e
 _t1 = overlay.PAPER_RESULTS['table1']
@@ -119,29 +137,29 @@ def _autoencoder() -> nn.Module:
     return ae
 
 def _overlay(scale: str) -> Method:
-    h, mse = overlay.PRESETS[scale], overlay.ReconstructionLoss()
-    pretext = overlay.Pretext(overlay.pretrain_view(h['pretrain_aug'], IMAGE_SIZE), overlay.Overlay(OVERLAY_ALPHA))
+    h, p, B, mse = _hp(overlay, scale), overlay.PRESETS['paper'], BATCH[scale], overlay.ReconstructionLoss()
+    pretext, lr = overlay.Pretext(overlay.pretrain_view(h['pretrain_aug'], IMAGE_SIZE), overlay.Overlay(OVERLAY_ALPHA)), board_lr(p['lr'], B, p['batch_size'], adam=False)
     def step(m, b):
         x_hat, x = pretext(b[0]); return mse(m(x_hat), x)
     return Method('overlay', _autoencoder, lambda m: m.encoder, step,
-                  lambda ps: torch.optim.SGD(ps, lr=h['lr'], momentum=h['momentum'], weight_decay=h['weight_decay']),
-                  batch_size=h['batch_size'], prep=to_unit,
-                  settings=dict(alpha=OVERLAY_ALPHA, **{k: h[k] for k in ('pretrain_aug', 'lr', 'momentum', 'weight_decay')}))
+                  lambda ps: torch.optim.SGD(ps, lr=lr, momentum=p['momentum'], weight_decay=p['weight_decay']), B, prep=to_unit,
+                  settings=dict(alpha=OVERLAY_ALPHA, pretrain_aug=h['pretrain_aug'], lr=lr, momentum=p['momentum'], weight_decay=p['weight_decay']))
 
 # %% ../../nbs/05a_leaderboard_methods.ipynb #a59e5053
-SUPERVISED = dict(lr=0.05, momentum=0.9, weight_decay=5e-4, crop=(0.2, 1.0), batch=dict(smoke=16, quick=64, gpu=256, paper=256))
+SUPERVISED = dict(lr=0.1, batch=128, momentum=0.9, weight_decay=5e-4, crop=(0.2, 1.0))    # He et al. 2016's CIFAR recipe
 
 def _supervised(scale: str) -> Method:
-    h, aug = SUPERVISED, augment(IMAGE_SIZE, scale=SUPERVISED['crop'], p_jitter=0.0, p_gray=0.0)   # crop and flip
+    h, B, aug = SUPERVISED, BATCH[scale], augment(IMAGE_SIZE, scale=SUPERVISED['crop'], p_jitter=0.0, p_gray=0.0)   # crop and flip
+    lr = board_lr(h['lr'], B, h['batch'], adam=False)
     return Method('supervised', lambda: ev.Classifier(board_backbone(), N_CLASSES), lambda m: m.encoder,
                   lambda m, b: F.cross_entropy(m(normalize(aug(b[0]))), b[1]),
-                  lambda ps: torch.optim.SGD(ps, lr=h['lr'], momentum=h['momentum'], weight_decay=h['weight_decay']),
-                  batch_size=h['batch'][scale], labels=True, settings={k: v for k, v in h.items() if k != 'batch'})
+                  lambda ps: torch.optim.SGD(ps, lr=lr, momentum=h['momentum'], weight_decay=h['weight_decay']), B, labels=True,
+                  settings=dict(lr=lr, momentum=h['momentum'], weight_decay=h['weight_decay'], crop=h['crop']))
 
-BUILDERS = dict(random=lambda scale: Method('random', board_backbone, lambda m: m), pyramid=_pyramid, simclr=_simclr,
-                 simsiam=_simsiam, selfie=_selfie, overlay=_overlay, supervised=_supervised)
+BUILDERS = dict(random=lambda scale: Method('random', board_backbone, lambda m: m, batch_size=BATCH[scale]), pyramid=_pyramid,
+                simclr=_simclr, simsiam=_simsiam, selfie=_selfie, overlay=_overlay, supervised=_supervised)
 
 def build_method(name: str, scale: str | None = None) -> Method:
-    "Method `name` on the board's backbone, with its paper module's hyper-parameters at `scale`."
+    "Method `name` on the board's backbone: its paper module's task, at the board's batch, learning-rate rule and schedule."
     if name not in BUILDERS: raise ParamError(f"method must be one of {', '.join(BUILDERS)}; got {name!r}")
     return BUILDERS[name](resolve_scale(scale))
