@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt, pandas as pd, torch, torch.nn as nn
 import torchvision.transforms as T
 from torch.utils.data import TensorDataset
 from ..datasets import check_dataset, load_dataset
-from ..runs import COMMON_SPEC, Bool, Choice, Float, Int, ParamError, check_cfg, mean_std, resolve_scale, run_id, verdict_table, write_text
+from ..runs import COMMON_SPEC, Bool, Choice, Float, Int, ParamError, check_cfg, mean_std, resolve_scale, run_id, write_text
 from ..ssl import backbone as make_backbone   # (a notebook parameter is called backbone)
 from ..views import augment, normalize
 from ..loaders import cached_split, loader
@@ -23,12 +23,13 @@ from ..evaluate import Classifier
 from ..plots import save_fig
 from .simsiam_method import (
     PROJ_OUT_BN, RANDOM_PIXELS, Monitor, SimSiam, gaussian_images, multilabel_metrics, simsiam_step, simsiam_views)
+from ..claims import Claim, check_claims, judge, verdicts_markdown
 
 # %% auto #0
 __all__ = ['DATASETS', 'BACKBONES', 'INITS', 'PAPER', 'NOTEBOOK', 'SPEC', 'PRESETS', 'PER_DATASET', 'SEEDS', 'STL_STANDIN',
-           'PAPER_RESULTS', 'round_robin', 'load_data', 'build_simsiam', 'pretrain_settings', 'pretrain_encoder',
-           'scores', 'select_epoch', 'finetune', 'preset', 'imagenet_missing', 'grid', 'run_name', 'check_params',
-           'tables', 'verdicts', 'report', 'encoder_for']
+           'PAPER_RESULTS', 'CLAIMS', 'round_robin', 'load_data', 'build_simsiam', 'pretrain_settings',
+           'pretrain_encoder', 'scores', 'select_epoch', 'finetune', 'preset', 'imagenet_missing', 'grid', 'run_name',
+           'check_params', 'tables', 'verdicts', 'observations', 'report', 'encoder_for']
 
 # %% ../../nbs/02_simsiam.ipynb #b685321a
 DATASETS = ('cifar10', 'tiny_imagenet', 'stl10', 'celeba')
@@ -296,28 +297,41 @@ def tables(df: pd.DataFrame) -> dict:
     return dict(table1=t1, table2=t2, table3=t3, collapse=ab[keep].reset_index(drop=True))
 
 # %% ../../nbs/02_simsiam.ipynb #0119b15f
-def verdicts(df: pd.DataFrame) -> list[str]:
-    "One line per claim of the paper: the 2-SE verdicts of `runs.verdict` (test %), then the other observations."
-    df = _runs(df)
-    acc = lambda ds, b, i: list(_sel(df, dataset=ds, backbone=b, init=i).get('test_acc', pd.Series(dtype=float)))
-    c10 = lambda i: acc('cifar10', 'resnet18', i)
-    rows = [dict(claim='CIFAR-10: SimSiam > random-image SimSiam', a=c10('simsiam'), b=c10('random')),
-            dict(claim='CIFAR-10: random-image SimSiam > none', a=c10('random'), b=c10('none'))]
-    rows += [dict(claim=f"STL-10 protocol, {b}: SimSiam > none", a=acc((STL_STANDIN, 'stl10'), b, 'simsiam'),
-                  b=acc((STL_STANDIN, 'stl10'), b, 'none')) for b in BACKBONES]
-    out = [f"{r.claim}: {r.text}" for r in verdict_table(rows).itertuples()]
-    gain = {}
-    for b in BACKBONES:
-        t = {i: _sel(df, dataset=(STL_STANDIN, 'stl10'), backbone=b, init=i).get('test_acc', pd.Series(dtype=float)).mean() for i in ('none', 'simsiam')}
-        if not any(pd.isna(v) for v in t.values()): gain[b] = t['simsiam'] - t['none']
-    if all(b in gain for b in BACKBONES):
-        ok = max(gain['vit_small'], gain['pit_ti']) < min(gain['resnet18'], gain['efficientnet_b0'])
-        out.append(f"Transformers gain least from short pre-training: {'supported' if ok else 'not supported'}")
+def _is(**eq):
+    "A claim's arm: the main runs (stop-gradient, the paper's projector) equal to `eq`."
+    return lambda d: d.index.isin(_sel(d, **eq).index)
+
+_T1, _T2 = PAPER_RESULTS['table1'], PAPER_RESULTS['table2']
+_C10 = lambda i: _is(dataset='cifar10', backbone='resnet18', init=i)
+_STL = lambda b, i: _is(dataset=(STL_STANDIN, 'stl10'), backbone=b, init=i)
+CLAIMS = check_claims([
+    Claim('simsiam-beats-none', f"Table 1: CIFAR-10, ResNet-18, SimSiam {_T1['simsiam'][1]} % against no pre-training {_T1['none'][1]} % (test)",
+          _C10('simsiam'), _C10('none'), 'test_acc', paper=dict(a=_T1['simsiam'][1], b=_T1['none'][1]), effect=round(_T1['simsiam'][1] - _T1['none'][1], 2),
+          primary=True, resolution=0.01),
+    Claim('random-beats-none', f"Table 1: SimSiam on random images {_T1['random'][1]} % against no pre-training {_T1['none'][1]} %",
+          _C10('random'), _C10('none'), 'test_acc', paper=dict(a=_T1['random'][1], b=_T1['none'][1]), effect=round(_T1['random'][1] - _T1['none'][1], 2), resolution=0.01),
+    Claim('simsiam-beats-random', f"Table 1: SimSiam {_T1['simsiam'][1]} % against SimSiam on random images {_T1['random'][1]} %",
+          _C10('simsiam'), _C10('random'), 'test_acc', paper=dict(a=_T1['simsiam'][1], b=_T1['random'][1]), effect=round(_T1['simsiam'][1] - _T1['random'][1], 2), resolution=0.01),
+    *[Claim(f'stl-{b}-gains', f"Table 2 (STL-10): {b}, SimSiam {_T2[b][1]} % against no pre-training {_T2[b][0]} %", _STL(b, 'simsiam'), _STL(b, 'none'),
+            'test_acc', paper=dict(a=_T2[b][1], b=_T2[b][0]), effect=round(_T2[b][1] - _T2[b][0], 2), note=f'on {STL_STANDIN}, the STL-10 stand-in')
+      for b in BACKBONES],
+    *[Claim(f'{b}-below-resnet18', f"Table 2 (STL-10): transformers score lower than CNNs: {b} {_T2[b][1]} % against ResNet-18 {_T2['resnet18'][1]} % (SimSiam)",
+            _STL(b, 'simsiam'), _STL('resnet18', 'simsiam'), 'test_acc', expect='less', paper=dict(a=_T2[b][1], b=_T2['resnet18'][1]),
+            effect=round(_T2[b][1] - _T2['resnet18'][1], 2)) for b in ('vit_small', 'pit_ti')],
+])
+
+def verdicts(df: pd.DataFrame) -> pd.DataFrame:
+    "The verdict per declared claim (`claims.judge` on `CLAIMS`) on the finished runs of `df`."
+    return judge(CLAIMS, _runs(df))
+
+def observations(df: pd.DataFrame) -> list[str]:
+    "What the collapse ablation shows (a monitor's reading, not a claim of the paper's: no verdict)."
+    df, out = _runs(df), []
     ab = _sel(df, True, dataset='cifar10')
     if len(ab) and 'final_z_std' in ab and 'dim' in ab:
         sg = _sel(df, dataset='cifar10', backbone='resnet18', init='simsiam').get('final_z_std', pd.Series(dtype=float)).mean()
         ref = ab.dim.iloc[0] ** -0.5    # std of z/|z| when spread over the sphere; "collapsed" below a quarter of it
-        out.append('Without stop-gradient the output collapses: ' + ', '.join(
+        out.append('Without stop-gradient: ' + ', '.join(
             f"projector output {r.proj_out_bn}: {'collapsed' if r.final_z_std < ref / 4 else 'not collapsed'} (std {r.final_z_std:.4f})"
             for r in ab.itertuples()) + (f"; with stop-gradient {sg:.4f}" if not pd.isna(sg) else '') + f"; 1/sqrt(d) = {ref:.4f}")
     return out
@@ -353,8 +367,9 @@ def report(df: pd.DataFrame, folder) -> list[Path]:
     md = (f"# SimSiam across backbones: our numbers beside the paper's ({scale} scale)\n\nTop-1 % on the test split; "
           f"Table 2 runs the STL-10 protocol on {STL_STANDIN} (the paper: STL-10). Validation: the best epoch's.\n"
           + ''.join(f"\n## {k}\n\n{v.to_markdown(index=False)}\n" for k, v in t.items())
-          + "\n## Verdicts\n\nholds / fails: the gap is beyond 2 SE over seeds (issue 12); else inconclusive.\n\n"
-          + ''.join(f"- {v}\n" for v in verdicts(df)))
+          + "\n## Verdicts\n\nThe declared claims, judged by `claims.judge` (the gap's 95% interval over seeds, paired by seed; "
+          + "the primary alone, the others with Holm).\n\n" + verdicts_markdown(verdicts(df))
+          + ''.join(f"\n- {o}" for o in observations(df)) + '\n')
     out = [write_text(folder / 'tables.md', md)] + [write_text(folder / f'{k}.csv', v.to_csv(index=False)) for k, v in t.items()]
     for name, fig in _history_figures(df, folder).items(): out.append(save_fig(fig, folder / f'{name}.png')); plt.close(fig)
     return out
