@@ -19,13 +19,14 @@ from .simclr_method import (LOSSES, STEMS, SegNet, SimCLRNet, VideoSimCLRLoss, c
                                      frame_tuples, paper_views, stem_encoder, temporal_step, warmup_restarts)
 from ..train import fit
 from ..views import TwoViews, normalize
+from ..claims import Claim, check_claims, judge
 
 # %% auto #0
 __all__ = ['TINY_ANIMALS', 'SOURCES', 'NATIVE_SIZE', 'PAPER', 'NOTEBOOK', 'SPEC', 'PRESETS', 'LABEL_POINTS', 'SEEDS',
-           'PAPER_RESULTS', 'tiny_animal_classes', 'pretrain_image_size', 'pretrain_data', 'label_subset', 'pet_data',
-           'simclr_step', 'pretrain_settings', 'pretrain_encoder', 'seg_step', 'finetune_seg', 'cifar_features',
-           'tsne_figure', 'grid', 'label_point', 'slug', 'run_name', 'check_params', 'tables', 'show_masks',
-           'sample_index', 'save_samples', 'fig3', 'report']
+           'PAPER_RESULTS', 'CLAIMS', 'tiny_animal_classes', 'pretrain_image_size', 'pretrain_data', 'label_subset',
+           'pet_data', 'simclr_step', 'pretrain_settings', 'pretrain_encoder', 'seg_step', 'finetune_seg',
+           'cifar_features', 'tsne_figure', 'grid', 'label_point', 'slug', 'run_name', 'check_params', 'verdicts',
+           'tables', 'show_masks', 'sample_index', 'save_samples', 'fig3', 'report']
 
 # %% ../../nbs/01_simclr.ipynb #362edeb3
 TINY_ANIMALS = tuple('''n01443537 n01629819 n01641577 n01644900 n01698640 n01742172 n01768244 n01770393 n01774384 n01774750
@@ -251,42 +252,39 @@ def check_params(scale=None, **params) -> tuple[str, dict]:
     return scale, cfg
 
 # %% ../../nbs/01_simclr.ipynb #f4d26cde
-from ..runs import verdict
-PAPER_RESULTS = dict(
-    fig2='pixel accuracy per source and label fraction: a bar chart only, no numbers in the text',
-    claims={'pre-training beats the baseline, most at few labels': ('cifar10', 'none'),
-            'animal images beat CIFAR-10': ('tiny_animals', 'cifar10'),
-            'the modified stem matters (CIFAR-10 pre-training)': ('cifar10', 'cifar10/stock'),
-            "(ours) the correct NT-Xent vs the authors' (CIFAR-10)": ('cifar10', 'cifar10/authors')})
+PAPER_RESULTS = dict(fig2='pixel accuracy per source and label fraction: a bar chart only, no numbers in the text')
 
 def _variant(r) -> str:
     "A run's model: its source, with '/stock' or '/authors' for the ablations."
     return r.source + ('/stock' if r.stem == 'stock' else '') + ('/authors' if r.loss == 'authors' else '')
 
-def _compare(df: pd.DataFrame, a: str, b: str, metric: str = 'pixel_acc') -> pd.DataFrame:
-    "Per label point: mean of variant a and b, their difference, and `runs.verdict` of a > b (2 SE over seeds)."
-    rows = []
-    for pt, g in df.groupby('label_point', sort=False):
-        x, y = g[g.variant == a][metric] * 100, g[g.variant == b][metric] * 100
-        if not len(x) or not len(y): continue
-        v = verdict(x.tolist(), y.tolist(), 'greater')
-        rows.append(dict(label_point=pt, a=x.mean(), b=y.mean(), diff=v['gap'], verdict=v['verdict'], n_labels=g.n_train.iloc[0]))
-    return pd.DataFrame(rows)
+def _at(variant: str, point: str):
+    "A claim's arm: the runs of `variant` at label point `point` ('1%', '10%', '100%')."
+    return lambda d: pd.Series([_variant(r) == variant and r.label_point == point for r in d.itertuples()], index=d.index)
+
+_PX = dict(metric='pixel_acc', resolution=1e-4)
+CLAIMS = check_claims([
+    Claim('pretraining-beats-baseline-1%', 'SimCLR pre-training beats the baseline, most of all with few labels (Fig. 2): CIFAR-10 at 1 %',
+          _at('cifar10', '1%'), _at('none', '1%'), primary=True, **_PX),
+    *[Claim(f'{s}-beats-baseline-1%', f'every SimCLR source beats the baseline (Fig. 2): {s} at 1 %', _at(s, '1%'), _at('none', '1%'), **_PX)
+      for s in ('tiny_animals', 'davis_frames', 'davis_temporal')],
+    *[Claim(f'{s}-worse-than-cifar10-1%', f'the video methods do worse at 1 % (Fig. 2): {s} against CIFAR-10', _at(s, '1%'),
+            _at('cifar10', '1%'), expect='less', **_PX) for s in ('davis_frames', 'davis_temporal')],
+    Claim('animals-beat-cifar10-10%', 'animal data beats CIFAR-10 as soon as we have more data (Fig. 2): at 10 %, declared in advance',
+          _at('tiny_animals', '10%'), _at('cifar10', '10%'), **_PX),
+    Claim('modified-stem-matters-100%', 'the modified stem matters: modified against stock stem, CIFAR-10 pre-training, 100 %',
+          _at('cifar10', '100%'), _at('cifar10/stock', '100%'), note='same small decoder for both stems: favours the claim', **_PX),
+    Claim('same-at-100%', 'at 100 % the accuracies are almost the same', untestable='an absence of difference: the rule tests a direction'),
+    Claim('slight-disparity', 'only a slight disparity between the sources', untestable='an absence of difference: the rule tests a direction'),
+])
 
 # %% ../../nbs/01_simclr.ipynb #37c84856
-def _verdict(c: pd.DataFrame, few: bool) -> str:
-    "One claim over the label points: holds / fails where every point does (`runs.verdict`), else mixed or inconclusive."
-    if not len(c): return 'no runs'
-    wins, losses = (c.verdict == 'holds').sum(), (c.verdict == 'fails').sum()
-    s = ('mixed' if wins and losses else 'holds' if wins == len(c) else 'fails' if losses == len(c) else
-         'holds at some label counts' if wins else 'fails at some label counts' if losses else 'inconclusive')
-    if few and len(c) > 1:
-        c = c.sort_values('n_labels')
-        s += f"; the gain is {'' if c['diff'].iloc[0] > c['diff'].iloc[-1] else 'not '}larger at the fewest labels"
-    return s + ' (' + ', '.join(f"{r.label_point}: {r['diff']:+.1f}" for _, r in c.iterrows()) + ')'
+def verdicts(df: pd.DataFrame) -> pd.DataFrame:
+    "The verdict per declared claim (`claims.judge` on `CLAIMS`) on the finished runs of `df`."
+    return judge(CLAIMS, df[df.status == 'done'] if 'status' in df else df)
 
 def tables(df: pd.DataFrame) -> dict:
-    "Fig. 2 as a table (pixel accuracy %), mean IoU, the ablations, and a verdict per claim; ours beside the report's."
+    "Fig. 2 as a table (pixel accuracy %), mean IoU, the ablations, and the verdict per declared claim."
     df = df[df.status == 'done'] if 'status' in df else df
     if not len(df): df = pd.DataFrame(columns=['source', 'stem', 'loss', 'label_point', 'n_train', 'pixel_acc', 'miou'])
     df = df.assign(variant=[_variant(r) for r in df.itertuples()])
@@ -294,9 +292,8 @@ def tables(df: pd.DataFrame) -> dict:
     rows = [v for v in (*SOURCES, 'none/stock', 'cifar10/stock', 'cifar10/authors') if v in set(df.variant)]
     pivot = lambda m: df.pivot_table(index='variant', columns='label_point', values=m,
                                      aggfunc=lambda v: mean_std(100 * v)).loc[rows, order]
-    claims = pd.DataFrame([dict(claim=c, paper='claimed (Fig. 2)' if not c.startswith('(ours)') else '–',
-                                ours=_verdict(_compare(df, a, b), 'few labels' in c)) for c, (a, b) in PAPER_RESULTS['claims'].items()])
-    return dict(pixel_acc=pivot('pixel_acc'), miou=pivot('miou'), claims=claims)
+    v = verdicts(df) if len(df) else verdicts(pd.DataFrame(columns=['status']))
+    return dict(pixel_acc=pivot('pixel_acc'), miou=pivot('miou'), claims=v[['id', 'claim', 'ours', 'gap', 'lo', 'hi', 'n', 'verdict']])
 
 # %% ../../nbs/01_simclr.ipynb #cfc28a94
 _SHOW = torch.tensor([1, 0, 2])     # pet 0 -> palette 1 (red), background 1 -> untinted, border 2 -> palette 2 (green)
