@@ -11,11 +11,11 @@ from .device import default_device, is_main_process, seed_everything
 from .claims import verdict, verdict_table
 
 # %% auto #0
-__all__ = ['SCALES', 'COMMON_SPEC', 'REQUIRED_KEYS', 'ParamError', 'resolve_scale', 'check_choice', 'check_number', 'Param',
-           'Int', 'Float', 'Choice', 'Bool', 'Str', 'check_cfg', 'resolve_params', 'notebook_overrides', 'project_root',
-           'outputs_root', 'short_hash', 'run_id', 'run_dir', 'git_commit', 'environment', 'atomic_write', 'write_json',
-           'write_text', 'code_version', 'save_metrics', 'read_metrics', 'is_complete', 'mean_std', 'RunContext',
-           'start_run', 'finish']
+__all__ = ['SCALES', 'COMMON_SPEC', 'NULL', 'REQUIRED_KEYS', 'ParamError', 'resolve_scale', 'check_choice', 'check_number',
+           'Param', 'Int', 'Float', 'Choice', 'Bool', 'Str', 'check_cfg', 'resolve_params', 'notebook_overrides',
+           'project_root', 'outputs_root', 'short_hash', 'run_id', 'run_dir', 'git_commit', 'environment',
+           'atomic_write', 'write_json', 'write_text', 'code_version', 'save_metrics', 'read_metrics', 'is_complete',
+           'mean_std', 'RunContext', 'start_run', 'finish']
 
 # %% ../nbs/core/05_runs.ipynb #856ccf5f
 SCALES = ('smoke', 'quick', 'cpu', 'gpu', 'paper')
@@ -95,15 +95,20 @@ COMMON_SPEC = dict(seed=Int(0, help='random seed of the run (data subsets, initi
                    download=Bool(help='allow torchvision to download a missing dataset'))
 
 # %% ../nbs/core/05_runs.ipynb #88f797b8
+NULL = 'null'     # `-p NAME null`: None, where the parameter allows it (a parameter left at None keeps the preset)
+
 def check_cfg(spec: dict, presets: dict, scale: str | None = None, **overrides) -> tuple[str, dict]:
-    "The validated `cfg` of `scale`'s preset with the non-None `overrides` applied; returns (scale, cfg)."
+    "The validated `cfg` of `scale`'s preset with the non-None `overrides` applied ('null': None); returns (scale, cfg)."
     scale = resolve_scale(scale)
     if scale not in presets: raise ParamError(f"this paper has no {scale!r} preset; it has {', '.join(presets)}")
     unknown = sorted(set(overrides) - set(spec))
     if unknown: raise ParamError(f"unknown parameter(s) {', '.join(unknown)}; valid: {', '.join(sorted(spec))}")
     undeclared = sorted(set(presets[scale]) - set(spec))
     if undeclared: raise ParamError(f"preset {scale!r} sets undeclared parameter(s) {', '.join(undeclared)}")
-    cfg = {**presets[scale], **{k: v for k, v in overrides.items() if v is not None}}
+    for k, v in overrides.items():      # 'null' (from `-p NAME null`) sets None where the parameter allows it
+        if isinstance(v, str) and v == NULL and not spec[k].optional:
+            raise ParamError(f"{k} cannot be null (None); give it a value, or leave it out for the preset's ({presets[scale].get(k)!r})")
+    cfg = {**presets[scale], **{k: None if v == NULL else v for k, v in overrides.items() if v is not None}}
     missing = sorted(set(spec) - set(cfg))
     if missing: raise ParamError(f"no value for {', '.join(missing)} in preset {scale!r}; pass it with -p")
     return scale, {k: spec[k].check(k, cfg[k]) for k in spec}
@@ -152,7 +157,9 @@ def run_id(label: str, params: dict, preset: dict, label_keys=()) -> str:
     return label if not diff else f"{label}-{short_hash(diff)}"
 
 def run_dir(scale: str, paper: str, name: str) -> Path:
-    "`outputs/<scale>/<paper>/<name>` (not created)."
+    "`outputs/<scale>/<paper>/<name>` (not created); a ParamError for a name that is not a plain folder name."
+    if not isinstance(name, str) or not name or name in ('.', '..') or any(c in name for c in '/\\\0') or name.startswith('~'):
+        raise ParamError(f"output_name must be a plain run name (no path separators, no '..'); got {name!r}")
     return outputs_root() / scale / paper / name
 
 # %% ../nbs/core/05_runs.ipynb #25130e2a

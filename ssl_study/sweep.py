@@ -4,12 +4,12 @@
 
 # %% ../nbs/core/07_sweep.ipynb #6c5f193d
 from __future__ import annotations
-import argparse, fcntl, functools, importlib, importlib.util, json, math, sys, time
+import argparse, fcntl, functools, importlib, importlib.util, json, math, shutil, sys, time
 from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 from .jobs import LocalExecutor, Run, execute
-from .runs import (SCALES, ParamError, atomic_write, is_complete, outputs_root, project_root,
+from .runs import (NULL, SCALES, ParamError, atomic_write, is_complete, outputs_root, project_root,
                             read_metrics, resolve_scale)
 from .evidence import EVIDENCE_SCALES, flag_stale, shrink_figures, write_results_section, write_verdicts
 
@@ -176,6 +176,7 @@ def _parse_p(pairs) -> dict:
         if v.strip().lower() in _NONFINITE: out[k] = _NONFINITE[v.strip().lower()]; continue
         try: out[k] = json.loads(v)
         except json.JSONDecodeError: out[k] = v
+        if out[k] is None: out[k] = NULL          # -p NAME null: None where the parameter allows it (runs.check_cfg)
     return out
 
 def _count(kind, lo):
@@ -255,6 +256,9 @@ def _executor(a, scale: str):
             raise ParamError(f"{', '.join(given)}: only with --executor slurm")
         return LocalExecutor(a.jobs or 1)
     if a.timeout is None: raise ParamError('--executor slurm needs --timeout, the time limit of each run (e.g. --timeout 2h)')
+    if not shutil.which('sbatch'):
+        raise ParamError("--executor slurm: no SLURM on this machine (sbatch is not on PATH); run the same command on a SLURM "
+                         "login node, or drop --executor slurm (and its options) to run here")
     from ssl_study.cluster import SlurmExecutor      # submitit is an optional extra: only when asked for
     return SlurmExecutor(outputs_root() / scale / 'slurm', timeout_min=math.ceil(a.timeout / 60) + JOB_MARGIN_MIN,
                          max_parallel=a.jobs, **slurm)

@@ -89,6 +89,7 @@ def debug_cluster(monkeypatch):
         seen.update(kw, folder=folder)
         return SlurmExecutor(folder, **{**kw, 'cluster': 'debug'})
     monkeypatch.setattr(cl, 'SlurmExecutor', make)
+    monkeypatch.setattr('ssl_study.sweep.shutil.which', lambda name, *a, **k: f'/fake/bin/{name}')   # as on a login node
     return seen
 
 
@@ -122,6 +123,15 @@ def test_cli_executor_slurm(outputs, tiny, fake_runner, debug_cluster, tmp_path,
 def test_cli_refuses_bad_cluster_options(outputs, tiny, fake_runner, capsys, args, message):
     assert main(['sweep', 'tiny', '--scale', 'smoke', *args]) == 2
     assert message in capsys.readouterr().err and not outputs.exists()
+
+
+def test_cli_says_when_there_is_no_slurm(outputs, tiny, fake_runner, capsys, monkeypatch):
+    "submitit installed, no SLURM: one line that says so and how to run here, before any work (was a 22-line traceback)."
+    monkeypatch.setattr('ssl_study.sweep.shutil.which', lambda name, *a, **k: None)
+    assert main(['sweep', 'tiny', '--scale', 'smoke', '--executor', 'slurm', '--timeout', '1h']) == 2
+    err = capsys.readouterr().err
+    assert 'no SLURM on this machine' in err and 'drop --executor slurm' in err and 'Traceback' not in err
+    assert not outputs.exists()
 
 
 def test_cli_refuses_bad_durations(outputs, tiny, capsys):

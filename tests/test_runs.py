@@ -185,3 +185,27 @@ def test_finish_releases_the_lock(outputs):
     t, out = _start_in_thread('again')
     t.join(3)
     assert out, 'start_run still waiting for a finished run'
+
+
+# --- issue 18: -p NAME null, and a run name that would leave outputs/ ---
+
+def test_null_sets_none_where_allowed_and_is_refused_elsewhere():
+    from ssl_study.runs import NULL
+    spec = dict(COMMON_SPEC, n_classes=Int(1, optional=True, help='first N classes (None: all)'), lr=Float(0, lo_open=True, help='lr'))
+    presets = {s: dict(seed=0, num_workers=0, download=False, n_classes=4, lr=0.1) for s in SCALES}
+    assert check_cfg(spec, presets, 'smoke', n_classes=NULL)[1]['n_classes'] is None       # was: the preset's 4
+    assert check_cfg(spec, presets, 'smoke', n_classes=None)[1]['n_classes'] == 4          # not given: the preset
+    with pytest.raises(ParamError, match='lr cannot be null'): check_cfg(spec, presets, 'smoke', lr=NULL)
+
+
+def test_cli_null_reaches_the_paper_as_null():
+    from ssl_study.sweep import _parse_p
+    assert _parse_p([['n_classes', 'null'], ['x', '3']]) == dict(n_classes='null', x=3)
+
+
+@pytest.mark.parametrize('name', ['../../../../../elsewhere/x', '/tmp/abs', '..', 'a/b', 'a\\b', ''])
+def test_output_name_cannot_leave_outputs(tmp_path, monkeypatch, name):
+    from ssl_study.runs import start_run
+    monkeypatch.setenv('SSL_STUDY_OUTPUTS', str(tmp_path / 'outputs'))
+    with pytest.raises(ParamError, match='plain run name'): start_run('demo', 'smoke', dict(seed=0), name, device='cpu')
+    assert not any(tmp_path.rglob('*'))
