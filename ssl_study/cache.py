@@ -14,7 +14,7 @@ from .device import seed_everything
 from .dist import launch
 from .loaders import loader
 from .runs import outputs_root, short_hash, write_json
-from .train import fit, save_atomic
+from .train import fit, load_or_set_aside, save_atomic
 
 # %% auto #0
 __all__ = ['cache_root', 'cache_dir', 'fingerprint', 'data_key', 'pretrained', 'pretrain']
@@ -61,7 +61,7 @@ def pretrained(name: str, settings: dict, train: Callable[[Path], dict], data=No
     d = cache_dir(name, key)
     with _locked(d):
         f = d / 'pretrained.pt'
-        if f.exists(): return torch.load(f, map_location='cpu', weights_only=False), True
+        if (r := load_or_set_aside(f, map_location='cpu', weights_only=False)) is not None: return r, True   # a truncated file: trained again
         write_json(key, d / 'settings.json')
         result = train(d)
         save_atomic(result, f)

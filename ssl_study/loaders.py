@@ -11,13 +11,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 import torchvision.transforms as T
 from tqdm.auto import tqdm
-from .data import check_split_classes, data_root, get_targets, stratified_subset, Transformed
+from .data import DataError, check_split_classes, get_targets, stratified_subset, Transformed
 from .datasets import check_dataset, load_dataset
-from .train import make_loader, save_atomic
+from .train import load_or_set_aside, make_loader, save_atomic
 from .device import default_device
 
 # %% auto #0
-__all__ = ['cached_split', 'train_test', 'TensorLoader', 'Steps', 'loader']
+__all__ = ['decoded_cache', 'cached_split', 'train_test', 'TensorLoader', 'Steps', 'loader']
 
 # %% ../nbs/core/10_loaders.ipynb #3fee839c
 _FILE_LISTS = ('samples', 'imgs', '_image_files', '_images')
@@ -32,8 +32,8 @@ def _bases(ds) -> list:
 def _entry(v, folder: Path) -> str:
     if not isinstance(v, (str, os.PathLike)): return repr(v)
     p = Path(v)
-    rel = os.path.relpath(p, folder) if p.is_relative_to(folder) else str(p)
-    return f'{rel}:{p.stat().st_size}'
+    rel, st = os.path.relpath(p, folder) if p.is_relative_to(folder) else str(p), p.stat()
+    return f'{rel}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}'
 
 def _fingerprint(ds: Dataset, folder) -> str:
     "A hash of the files `ds` reads, as (relative path, size), and of its labels."
@@ -63,9 +63,16 @@ def _decode(ds: Dataset, size: int, desc: str, num_workers: int, progress: bool)
             xs[k:k + len(x)], ys[k:k + len(x)] = x, y; k += len(x); bar.update(len(x))
     return xs, ys
 
+def decoded_cache() -> Path:
+    "Where decoded splits are cached: `$SSL_STUDY_DECODED`, else `$XDG_CACHE_HOME` (or ~/.cache) `/ssl_study/decoded`."
+    if d := os.environ.get('SSL_STUDY_DECODED'): return Path(d)
+    return Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache') / 'ssl_study' / 'decoded'
+
 @contextmanager
 def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try: path.parent.mkdir(parents=True, exist_ok=True); open(path.with_name(path.name + '.lock'), 'a').close()
+    except OSError as e:
+        raise DataError(f"cannot write the decoded-data cache {path.parent} ({e.strerror}); set SSL_STUDY_DECODED to a writable folder") from e
     with open(path.with_name(path.name + '.lock'), 'w') as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try: yield
@@ -91,9 +98,9 @@ def cached_split(name: str, split: str, image_size: int, *, classes=None, per_cl
                seed=seed if classes is not None or per_class is not None else None,
                kw={k: str(v) for k, v in sorted(kw.items())}, files=_fingerprint(ds, folder), version=1)
     digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    path = data_root(root) / '.ssl_study_cache' / f'{name}-{split}-{image_size}px-{digest}.pt'
+    path = decoded_cache() / f'{name}-{split}-{image_size}px-{digest}.pt'
     with _locked(path):
-        if path.exists() and (d := torch.load(path, weights_only=True))['key'] == key: return TensorDataset(d['images'], d['labels'])
+        if (d := load_or_set_aside(path, weights_only=True)) is not None and d['key'] == key: return TensorDataset(d['images'], d['labels'])
         workers = num_workers if num_workers is not None else (min(8, os.cpu_count() or 1) if len(ds) > 4096 else 0)
         xs, ys = _decode(Transformed(ds, _decoder(image_size, resize)), image_size, f'decoding {name} {split}', workers, progress)
         save_atomic(dict(images=xs, labels=ys, key=key), path)

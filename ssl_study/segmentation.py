@@ -7,10 +7,10 @@ from __future__ import annotations
 import hashlib, json
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 from torch.utils.data import Subset, TensorDataset
-from .data import data_root, joint_seg_transform, Transformed
+from .data import joint_seg_transform, Transformed
 from .datasets import check_dataset, load_dataset
-from .loaders import _fingerprint, _locked
-from .train import make_loader, save_atomic
+from .loaders import _fingerprint, _locked, decoded_cache
+from .train import load_or_set_aside, make_loader, save_atomic
 from .views import normalize
 
 # %% auto #0
@@ -89,9 +89,9 @@ def cached_seg_split(name: str, train: bool, image_size: int, *, mode: str = 'bi
     key = dict(dataset=name, part=part, image_size=image_size, mode=mode, n=n,
                files=_fingerprint(ds, check_dataset(name, root)), version=1)
     digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    path = data_root(root) / '.ssl_study_cache' / f'{name}-seg-{part}-{image_size}px-{digest}.pt'
+    path = decoded_cache() / f'{name}-seg-{part}-{image_size}px-{digest}.pt'
     with _locked(path):
-        if path.exists() and (d := torch.load(path, weights_only=True))['key'] == key: return TensorDataset(d['images'], d['masks'])
+        if (d := load_or_set_aside(path, weights_only=True)) is not None and d['key'] == key: return TensorDataset(d['images'], d['masks'])
         xs, ms = _decode_pairs(ds, image_size, name, mode)
         save_atomic(dict(images=xs, masks=ms, key=key), path)
     return TensorDataset(xs, ms)

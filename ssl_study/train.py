@@ -4,7 +4,7 @@
 
 # %% ../nbs/core/02_train.ipynb #590efcae
 from __future__ import annotations
-import math, os, random, time
+import math, os, pickle, random, sys, time
 from pathlib import Path
 from typing import Callable
 import numpy as np, torch, torch.nn as nn, torch.distributed as dist
@@ -14,8 +14,8 @@ from tqdm.auto import tqdm
 from .device import alone, default_device, is_main_process, rank, world_size
 
 # %% auto #0
-__all__ = ['CPU_MODES', 'make_loader', 'epoch_seed', 'warmup_cosine', 'save_atomic', 'to_device', 'TensorShard', 'shard',
-           'set_threads', 'native_bf16', 'cpu_mode', 'fit']
+__all__ = ['CPU_MODES', 'make_loader', 'epoch_seed', 'warmup_cosine', 'save_atomic', 'load_or_set_aside', 'to_device',
+           'TensorShard', 'shard', 'set_threads', 'native_bf16', 'cpu_mode', 'fit']
 
 # %% ../nbs/core/02_train.ipynb #99b28021
 def make_loader(ds: Dataset, batch_size: int, shuffle: bool = False, drop_last: bool = False,
@@ -57,6 +57,17 @@ def save_atomic(obj, path) -> Path:
     tmp = path.with_name(path.name + f'.tmp{os.getpid()}')
     torch.save(obj, tmp); os.replace(tmp, path)
     return path
+
+def load_or_set_aside(path, **kw):
+    "`torch.load(path)`, or None when it is absent or cannot be read: then it is named and set aside as `<name>.corrupt`."
+    path = Path(path)
+    if not path.exists(): return None
+    try: return torch.load(path, **kw)
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as e:
+        os.replace(path, path.with_name(path.name + '.corrupt'))
+        print(f"{path}: unreadable ({type(e).__name__}: {str(e).splitlines()[0][:120]}); set aside as {path.name}.corrupt and rebuilt",
+              file=sys.stderr)
+        return None
 
 def to_device(batch, device):
     "Move a tensor, or a list/tuple/dict of them, to `device`."

@@ -8,6 +8,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 import ssl_study.loaders as L
+from ssl_study.data import DataError
 from ssl_study.loaders import TensorLoader, cached_split, loader
 from ssl_study.train import _reseed, fit
 
@@ -21,8 +22,9 @@ def _image(path, seed, size=None, mode='RGB'):
 
 
 @pytest.fixture
-def folder(tmp_path):
-    "An ImageFolder: 3 classes x 4 PNGs of assorted sizes (one grey, one RGBA), and an empty data root for the cache."
+def folder(tmp_path, monkeypatch):
+    "An ImageFolder: 3 classes x 4 PNGs of assorted sizes (one grey, one RGBA), an empty data root, its own decoded cache."
+    monkeypatch.setenv('SSL_STUDY_DECODED', str(tmp_path / 'decoded'))
     f = tmp_path / 'folder'
     for c, name in enumerate(CLASSES):
         (f / name).mkdir(parents=True)
@@ -34,7 +36,7 @@ def _split(f, **kw):
     return cached_split('imagefolder', 'train', 16, root=f.parent / 'data', path=f, progress=False, **kw)
 
 
-def _cache_files(f): return sorted((f.parent / 'data' / '.ssl_study_cache').glob('*.pt'))
+def _cache_files(f): return sorted((f.parent / 'decoded').glob('*.pt'))
 
 
 class _NoDecode:
@@ -65,9 +67,10 @@ def test_changed_file_list_changes_the_key(folder, monkeypatch):
     assert len(_split(folder)) == n0 + 1 and len(_cache_files(folder)) == 2
     (folder / 'bee' / 'new.png').unlink(); (folder / 'ant' / '0.png').unlink()   # remove two
     assert len(_split(folder)) == n0 - 1 and len(_cache_files(folder)) == 3
-    _image(folder / 'ant' / '0.png', 0)                                   # back as it was: the first key again, no decode
+    _image(folder / 'ant' / '0.png', 0)          # written back with the same bytes: a new file (mtime, inode), so decoded again
+    assert len(_split(folder)) == n0 and len(_cache_files(folder)) == 4 and k0[0] in _cache_files(folder)
     monkeypatch.setattr(L, '_decode', _NoDecode())
-    assert len(_split(folder)) == n0 and len(_cache_files(folder)) == 3 and k0[0] in _cache_files(folder)
+    assert len(_split(folder)) == n0                                      # and from then on a cache hit
 
 
 def test_replaced_image_of_another_size_changes_the_key(folder):
@@ -208,3 +211,46 @@ def test_train_test_refuses_splits_with_different_classes(folder, tmp_path):
         with pytest.raises(DataError, match='in train but not in test: 2'):    # class 2 ('cat') by its id
             train_test('imagefolder', 16, root=folder.parent / 'data', progress=False)
     finally: L.cached_split = real
+
+
+# --- issue 18: stale decoded data, truncated caches, a data root that cannot be written ---
+
+def test_an_image_replaced_by_one_of_the_same_size_is_decoded_again(folder):
+    "BMPs of one size have the same byte count: replacing one must not serve the old decoded tensors (nor their encoder)."
+    for c in CLASSES:
+        for i in range(4): Image.new('RGB', (20, 20), (10 * i, 50, 100)).save(folder / c / f'{i}.bmp'); (folder / c / f'{i}.png').unlink()
+    first = _split(folder).tensors[0].clone()
+    target = folder / CLASSES[0] / '0.bmp'
+    size = target.stat().st_size
+    Image.new('RGB', (20, 20), (255, 0, 0)).save(target)
+    assert target.stat().st_size == size                                   # the same byte count
+    again = _split(folder).tensors[0]
+    assert not torch.equal(again[0], first[0]) and torch.equal(again[1:], first[1:]) and again[0, 0].float().mean() > 250
+
+
+def test_a_truncated_cache_file_is_named_set_aside_and_rebuilt(folder, capsys):
+    ref = _split(folder).tensors[0].clone()
+    (f,) = _cache_files(folder)
+    f.write_bytes(f.read_bytes()[:200])
+    again = _split(folder).tensors[0]
+    assert torch.equal(again, ref) and f.exists() and f.with_name(f.name + '.corrupt').exists()
+    assert str(f) in capsys.readouterr().err
+
+
+def test_the_decoded_cache_lives_outside_the_data_root_and_says_when_it_cannot_write(folder, monkeypatch, tmp_path):
+    _split(folder)
+    assert not (folder.parent / 'data' / '.ssl_study_cache').exists() and _cache_files(folder)
+    blocker = tmp_path / 'a-file'; blocker.write_text('not a folder')
+    monkeypatch.setenv('SSL_STUDY_DECODED', str(blocker / 'decoded'))
+    with pytest.raises(DataError, match='SSL_STUDY_DECODED'): _split(folder)
+
+
+def test_a_truncated_pretrained_encoder_is_trained_again(tmp_path, monkeypatch, capsys):
+    from ssl_study.cache import pretrained
+    monkeypatch.setenv('SSL_STUDY_CACHE', str(tmp_path / 'cache'))
+    calls = []
+    train = lambda folder: calls.append(folder) or dict(state=torch.arange(5000))
+    r, hit = pretrained('demo', dict(a=1), train); assert not hit
+    (f,) = (tmp_path / 'cache').rglob('pretrained.pt'); f.write_bytes(f.read_bytes()[:300])
+    r, hit = pretrained('demo', dict(a=1), train)
+    assert not hit and len(calls) == 2 and torch.equal(r['state'], torch.arange(5000)) and 'pretrained.pt' in capsys.readouterr().err
