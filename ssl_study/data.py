@@ -170,12 +170,14 @@ class InMemory(_Wrapper):
         return self._labels.copy()
 
 # %% ../nbs/core/00_data.ipynb #efaf260c
-def _pick_classes(t: np.ndarray, classes) -> list[int]:
+def _pick_classes(t: np.ndarray, classes, names=None) -> list[int]:
+    "The class ids to keep. `classes=N`: the first N of the dataset's class list (`names`), the same in every split."
     present = np.unique(t[t >= 0]).tolist()
     if classes is None: return present
     if isinstance(classes, (int, np.integer)):
-        if not 0 < classes <= len(present): raise ValueError(f'classes={classes}: the dataset has {len(present)} classes')
-        return present[:int(classes)]
+        n_all = len(names) if names is not None else len(present)
+        if not 0 < classes <= n_all: raise ValueError(f'classes={classes}: the dataset has {n_all} classes')
+        return list(range(int(classes))) if names is not None else present[:int(classes)]
     keep = [int(c) for c in classes]
     if missing := [c for c in keep if c not in present]: raise ValueError(f'classes {missing} not in the dataset (labels {present[:5]}...)')
     if len(set(keep)) != len(keep): raise ValueError(f'classes has duplicates: {keep}')
@@ -189,7 +191,7 @@ def stratified_subset(ds: Dataset, fraction: float | None = None, per_class: int
     if fraction is not None and not 0 < fraction <= 1: raise ValueError(f'fraction must be in (0, 1], got {fraction}')
     t = get_targets(ds)
     if t.ndim != 1: raise ValueError('stratified_subset needs one class label per item (got multi-label targets)')
-    keep, rng, idx = _pick_classes(t, classes), np.random.default_rng(seed), []
+    keep, rng, idx = _pick_classes(t, classes, _classes_of(ds)), np.random.default_rng(seed), []
     for c in keep:
         ic = np.flatnonzero(t == c)
         if per_class is not None:

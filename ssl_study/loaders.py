@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 import torchvision.transforms as T
 from tqdm.auto import tqdm
-from .data import DataError, check_split_classes, get_targets, stratified_subset, Transformed
+from .data import DataError, _classes_of, check_split_classes, get_targets, stratified_subset, Transformed
 from .datasets import check_dataset, load_dataset
 from .train import load_or_set_aside, make_loader, save_atomic
 from .device import default_device
@@ -100,11 +100,16 @@ def cached_split(name: str, split: str, image_size: int, *, classes=None, per_cl
     digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
     path = decoded_cache() / f'{name}-{split}-{image_size}px-{digest}.pt'
     with _locked(path):
-        if (d := load_or_set_aside(path, weights_only=True)) is not None and d['key'] == key: return TensorDataset(d['images'], d['labels'])
+        if (d := load_or_set_aside(path, weights_only=True)) is not None and d['key'] == key: return _named(TensorDataset(d['images'], d['labels']), ds)
         workers = num_workers if num_workers is not None else (min(8, os.cpu_count() or 1) if len(ds) > 4096 else 0)
         xs, ys = _decode(Transformed(ds, _decoder(image_size, resize)), image_size, f'decoding {name} {split}', workers, progress)
         save_atomic(dict(images=xs, labels=ys, key=key), path)
-    return TensorDataset(xs, ys)
+    return _named(TensorDataset(xs, ys), ds)
+
+def _named(tds: TensorDataset, ds) -> TensorDataset:
+    "`tds` with the class list of the dataset it was decoded from (`.classes`), so that a check can name a class."
+    tds.classes = _classes_of(ds)
+    return tds
 
 # %% ../nbs/core/10_loaders.ipynb #2148e0f6
 def train_test(name: str, image_size: int, *, splits=('train', 'test'), classes=None, per_class=None,

@@ -650,3 +650,33 @@ def test_check_split_classes(tmp_path):
     with pytest.raises(DataError) as e: check_split_classes(tr, va)
     assert f'in train but not in test: 2 ({WNIDS[2]})' in str(e.value)
     assert check_split_classes(stratified_subset(tr, per_class=1, classes=[0, 1]), stratified_subset(va, per_class=1)) == [0, 1]
+
+
+# ---------------------------------------------------------------------------------------------------
+# issue 18: label ids come from one class list for both splits; a class missing from a split is named
+# ---------------------------------------------------------------------------------------------------
+
+def test_a_val_split_without_the_first_class_is_named_not_shifted(tmp_path, monkeypatch):
+    "Tiny ImageNet with every val image of wnids.txt's first class removed: `classes=2` used to relabel each split on its"
+    " own (train 0 = n02124075, val 0 = n01443537) and pass the check; now the ids follow wnids.txt and the class is named."
+    from ssl_study.data import DataError, stratified_subset
+    from ssl_study.loaders import train_test
+    write_tiny_imagenet(tmp_path, per_class=3)
+    ann = tmp_path / 'tiny-imagenet-200' / 'val' / 'val_annotations.txt'
+    ann.write_text(''.join(l + '\n' for l in ann.read_text().splitlines() if WNIDS[0] not in l))
+    monkeypatch.setenv('SSL_STUDY_DATA', str(tmp_path)); monkeypatch.setenv('SSL_STUDY_DECODED', str(tmp_path / 'decoded'))
+    va = load_dataset('tiny_imagenet', 'val')
+    assert get_targets(stratified_subset(va, classes=2)).tolist() == [1, 1]         # n01443537 keeps id 1 (was shifted to 0)
+    with pytest.raises(DataError, match=WNIDS[0]):
+        train_test('tiny_imagenet', 16, splits=('train', 'val'), classes=2, progress=False)
+
+
+def test_a_cifar10_folder_split_without_a_class_is_named(tmp_path, monkeypatch):
+    from ssl_study.datasets import CIFAR10_CLASSES
+    for split in ('train', 'test'):
+        for c in CIFAR10_CLASSES:
+            if split == 'test' and c == 'airplane': continue
+            jpeg(tmp_path / 'cifar10' / split / c / '0.jpg', color(3), (32, 32))
+    monkeypatch.setenv('SSL_STUDY_DATA', str(tmp_path))
+    assert load_dataset('cifar10', 'train').class_to_idx['automobile'] == 1
+    with pytest.raises(DatasetNotFoundError, match="'airplane'"): load_dataset('cifar10', 'test')
