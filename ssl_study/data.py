@@ -249,6 +249,7 @@ def open_image(path, mode: str | None = None, draft: bool = False) -> Image.Imag
             im.load()
             return im.convert(mode) if mode else im.copy()
     except FileNotFoundError: raise
+    except PermissionError as e: raise DataError(f"cannot open {path}: permission denied (the file is there; make it readable)") from e
     except (OSError, SyntaxError, ValueError) as e:
         raise CorruptImageError(f"cannot read image {path}: {type(e).__name__}: {e}", path) from e
 

@@ -88,6 +88,9 @@ def execute(run: Run, threads: int | None = None, timeout: float | None = None) 
         with open(run.folder / 'log.txt', 'w') as log:
             try: rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout).returncode
             except subprocess.TimeoutExpired: rc = 'timeout'
+            except KeyboardInterrupt:            # the reason, not the kernel's cell-progress lines; then stop the sweep
+                record_failure(run, 'interrupted (Ctrl-C) before it finished; rerun the same command to redo it', returncode='interrupted')
+                raise
             except OSError as e: log.write(f"{type(e).__name__}: could not start {cmd[0]}: {e}\n"); rc = 'not started'
         note = {'note': f'redone: {corrupt}'} if corrupt else {}
         if rc == 0 and is_complete(run.folder): return dict(name=run.name, status='done', seconds=round(time.time() - t0, 1), **note)

@@ -169,10 +169,12 @@ _NONFINITE = {'nan': math.nan, '+nan': math.nan, '-nan': math.nan, 'inf': math.i
 
 def _parse_p(pairs) -> dict:
     "`-p NAME VALUE` pairs as a dict: JSON values where they parse, NaN/infinity as floats, else strings."
-    out = {}
+    out, raw = {}, {}
     for k, v in pairs or []:
         if k in ('scale', 'output_name'): raise ParamError(f"-p {k}: set by the runner; use --scale for the scale")
-        if k in out: raise ParamError(f"-p {k} is given twice ({out[k]!r} and {v!r})")
+        if v.startswith(' -'): v = v[1:]            # protected by _values_kept
+        if k in out: raise ParamError(f"-p {k} is given twice ({raw[k]} and {v})")
+        raw[k] = v
         if v.strip().lower() in _NONFINITE: out[k] = _NONFINITE[v.strip().lower()]; continue
         try: out[k] = json.loads(v)
         except json.JSONDecodeError: out[k] = v
@@ -309,13 +311,27 @@ def _plan_all(a, scale: str) -> tuple[list[str], list[Run]]:
 # %% ../nbs/core/07_sweep.ipynb #d1271828
 CAMPAIGN_TIMEOUT = {'cpu': 45 * 60}    # a cpu run is sized for 30 min: a stuck one ends, the campaign goes on
 
+def _values_kept(argv: list[str]) -> list[str]:
+    "`-p NAME -inf`: a value that starts with '-' is a value, not an option (argparse would say 'expected 2 arguments')."
+    out = list(argv)
+    for i, w in enumerate(out[:-2]):
+        if w in ('-p', '--param') and out[i + 2].startswith('-'): out[i + 2] = ' ' + out[i + 2]   # _parse_p strips it
+    return out
+
 def main(argv=None) -> int:
     "Entry point of the `ssl-study` command."
+    try: return _main(_values_kept(sys.argv[1:] if argv is None else argv))
+    except KeyboardInterrupt:
+        print("ssl-study: interrupted (Ctrl-C); finished runs are kept and the same command resumes the rest", file=sys.stderr)
+        return 130
+
+def _main(argv) -> int:
     a = _parser().parse_args(argv)
     if a.cmd == 'list': return _list()
     scale = resolve_scale(a.scale)
     if a.cmd in ('collect', 'report'):
-        df = report(scale, a.papers or available_papers()); print(f"{len(df)} runs -> {outputs_root() / scale / 'results.csv'}")
+        df, csv = report(scale, a.papers or available_papers()), outputs_root() / scale / 'results.csv'
+        print(f"{len(df)} runs -> {csv}" if len(df) and csv.exists() else f"no runs at scale {scale!r} under {outputs_root() / scale}: nothing written")
         return 1 if df.attrs['report_errors'] else 0
     if getattr(a, 'hours', None) and a.executor != 'local':
         print('ssl-study: --hours runs a campaign on this machine (--executor local)', file=sys.stderr); return 2
@@ -329,10 +345,11 @@ def main(argv=None) -> int:
     df = report(scale, papers)
     failed = [s for s in status if s['status'] == 'failed']
     if a.cmd == 'notebook':
-        for r in runs: print(f"executed notebook: {r.folder / 'notebook.ipynb'}")
+        for r in runs:
+            if (r.folder / 'notebook.ipynb').exists(): print(f"executed notebook: {r.folder / 'notebook.ipynb'}")
     print(f"done: {sum(s['status'] == 'done' for s in status)}, skipped (already complete): "
           f"{sum(s['status'] == 'skipped' for s in status)}, failed: {len(failed)}")
-    for s in failed: print(f"  {s['name']} failed: {s['error'].splitlines()[-1] if s['error'] else '?'}", file=sys.stderr)
+    for s in failed: print(f"  {s['name']} failed: {s['error'].splitlines()[0] if s['error'] else '?'}", file=sys.stderr)   # the exception's own line
     return 1 if failed or df.attrs['report_errors'] else 0
 
 # %% ../nbs/core/07_sweep.ipynb #4bdc74e8

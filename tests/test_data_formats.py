@@ -680,3 +680,14 @@ def test_a_cifar10_folder_split_without_a_class_is_named(tmp_path, monkeypatch):
     monkeypatch.setenv('SSL_STUDY_DATA', str(tmp_path))
     assert load_dataset('cifar10', 'train').class_to_idx['automobile'] == 1
     with pytest.raises(DatasetNotFoundError, match="'airplane'"): load_dataset('cifar10', 'test')
+
+
+def test_an_unreadable_file_is_not_called_corrupt(tmp_path, monkeypatch):
+    "Permission denied is not a corrupt image (as root, chmod cannot make a file unreadable, so the open is made to fail)."
+    from PIL import Image
+    from ssl_study.data import CorruptImageError, DataError, open_image
+    p = tmp_path / 'x.png'; Image.new('RGB', (4, 4)).save(p)
+    def denied(*a, **k): raise PermissionError(13, 'Permission denied', str(p))
+    monkeypatch.setattr(Image, 'open', denied)
+    with pytest.raises(DataError, match='permission denied') as e: open_image(p)
+    assert not isinstance(e.value, CorruptImageError)

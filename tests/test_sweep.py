@@ -247,3 +247,33 @@ def test_runs_of_another_method_version_are_flagged(outputs, tiny, fake_runner, 
     assert main(['sweep', 'tiny', '--scale', 'cpu']) == 0                        # fake runs record no code_version
     md = (outputs / 'cpu' / 'tiny' / 'verdicts.md').read_text()
     assert '2 of 2 runs were made by another version' in md and 'Rerun them' in md
+
+
+# --- issue 18: messages ---
+
+def test_a_negative_or_infinite_value_is_a_value(outputs, tiny, capsys):
+    assert main(['sweep', 'tiny', '--scale', 'smoke', '-p', 'x', '-inf']) == 2           # was: "expected 2 arguments"
+    assert 'x must be a finite number' in capsys.readouterr().err
+    assert sw._parse_p([['x', ' -3']]) == dict(x=-3)
+
+
+def test_a_duplicate_value_is_shown_as_given(outputs, tiny, capsys):
+    assert main(['sweep', 'tiny', '--scale', 'smoke', '-p', 'x', '0.3', '-p', 'x', '0.2']) == 2
+    assert '-p x is given twice (0.3 and 0.2)' in capsys.readouterr().err
+
+
+def test_collect_on_empty_outputs_claims_nothing(outputs, capsys):
+    assert main(['collect', '--scale', 'smoke']) == 0
+    out = capsys.readouterr().out
+    assert 'nothing written' in out and not (outputs / 'smoke' / 'results.csv').exists()
+
+
+def test_ctrl_c_records_the_reason_and_exits_130(outputs, tiny, monkeypatch, capsys):
+    import ssl_study.jobs as jobs
+    def interrupted(*a, **k): raise KeyboardInterrupt
+    monkeypatch.setattr(jobs.subprocess, 'run', interrupted)
+    assert main(['sweep', 'tiny', '--scale', 'smoke']) == 130
+    err = capsys.readouterr().err
+    assert 'interrupted (Ctrl-C)' in err and 'Traceback' not in err
+    failed = list((outputs / 'smoke' / 'tiny').rglob('failed.json'))
+    assert failed and 'interrupted (Ctrl-C)' in json.loads(failed[0].read_text())['error']

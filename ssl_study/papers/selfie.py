@@ -261,8 +261,8 @@ def check_params(scale=None, **params) -> tuple[str, dict]:
         raise ParamError(f"n_targets must be fewer than the {n} patches of a {s // p} x {s // p} grid (the encoder needs one); got {cfg['n_targets']}")
     if (dim := 1024 if cfg['depth'] == 50 else 256) % cfg['heads']: raise ParamError(f"heads must divide P's width {dim}; got {cfg['heads']}")
     for k in ('pretrain_steps', 'finetune_steps'):
-        if cfg['warmup_steps'] >= cfg[k] or cfg['n_evals'] > cfg[k]:
-            raise ParamError(f"warmup_steps ({cfg['warmup_steps']}) must be below and n_evals ({cfg['n_evals']}) at most {k} ({cfg[k]})")
+        if cfg['warmup_steps'] >= cfg[k]: raise ParamError(f"warmup_steps ({cfg['warmup_steps']}) must be below {k} ({cfg[k]})")
+        if cfg['n_evals'] > cfg[k]: raise ParamError(f"n_evals ({cfg['n_evals']}) must be at most {k} ({cfg[k]})")
     check_dataset(cfg['dataset'], download=cfg['download'])
     return scale, cfg
 
