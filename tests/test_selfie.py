@@ -163,3 +163,4 @@ def test_papermill_bad_patch_size_stops_before_any_work(tmp_path):
     assert r.returncode != 0
     assert 'patch_size 7 does not divide image_size 32' in r.stdout + r.stderr
     assert not out.exists() or not [p for p in out.rglob('*') if p.is_file()]
+
