@@ -209,3 +209,18 @@ def test_cli_end_to_end(outputs, tiny, tmp_path, capsys):
     df = pd.read_csv(outputs / 'smoke' / 'results.csv')
     assert dict(zip(df.run, df.status)) == {'x1.0': 'done', 'x2.0': 'done', 'x3.0': 'failed'}
     assert dict(zip(df.run[df.status == 'done'], df.x[df.status == 'done'])) == {'x1.0': -1.0, 'x2.0': -2.0}  # metric wins
+
+
+def test_list_says_the_scale_of_its_runs_and_keeps_notes_apart(monkeypatch, capsys):
+    "`ssl-study list`: counts per scale on one line, the quick grid under its name, what a grid prints after both."
+    import ssl_study.papers.simsiam as ss
+    monkeypatch.setattr(ss, '_noted', set())
+    monkeypatch.setattr(ss, 'grid', lambda scale, _g=ss.grid: print('grid: a note from the grid') or _g(scale))
+    assert main(['list']) == 0
+    out = capsys.readouterr().out
+    block = out[out.index('simsiam:'):out.index('selfie:')]
+    head, notes = block.split('  notes (runs the grids leave out here):')
+    assert 'grid:' not in head and 'grid: a note from the grid' in notes and notes.count('a note from the grid') == 1
+    n_quick = len(ss.grid('quick'))
+    assert f'  runs per scale: smoke {len(ss.grid("smoke"))}, quick {n_quick}' in head
+    assert f'  the quick grid ({n_quick} runs;' in head
