@@ -6,6 +6,7 @@ BIN    := $(VENV)/bin
 SCALE  ?= quick
 PAPERS ?=
 JOBS   ?= 2
+SKIP_BROWSER ?=
 SHARED_DATA ?= ../shared/data
 export SSL_STUDY_DATA ?= $(HOME)/.cache/ssl_study/data
 
@@ -24,20 +25,30 @@ data:
 	@if [ -x "$(SHARED_DATA)/stage" ]; then "$(SHARED_DATA)/stage" "$(SSL_STUDY_DATA)"; \
 	else echo "data: no $(SHARED_DATA)/stage; datasets are read from $(SSL_STUDY_DATA) (see README)"; fi
 
-# Debian's Chromium, for tests/test_jupyterlab.py (a reader's Run All Cells in JupyterLab); that test skips without it.
+# Debian's Chromium, for tests/test_jupyterlab.py (a reader's Run All Cells in JupyterLab). As root with apt-get,
+# this INSTALLS A SYSTEM PACKAGE (apt-get install chromium); SKIP_BROWSER=1 skips it, and the test with it.
 browser:
-	@if [ -x /usr/bin/chromium ]; then :; \
+	@if [ -n "$(SKIP_BROWSER)" ]; then echo "browser: SKIP_BROWSER is set: no Chromium; tests/test_jupyterlab.py is skipped"; \
+	elif [ -x /usr/bin/chromium ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  echo "installing chromium (apt-get) for the JupyterLab browser test"; \
+	  echo "browser: installing the system package chromium (apt-get, as root) for the JupyterLab browser test; SKIP_BROWSER=1 skips this"; \
 	  apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
 	else echo "browser: no /usr/bin/chromium and not root: tests/test_jupyterlab.py will be skipped"; fi
 
 study: install data
 	$(BIN)/ssl-study run --scale $(SCALE) --jobs $(JOBS) $(if $(PAPERS),--papers $(PAPERS))
 
+# The paper notebooks run once: in JupyterLab (tests/test_jupyterlab.py) when Chromium is there, else in nbdev_test.
+# Prints each part's time and the total.
+PAPER_NBS := ^([_.]|0[0-9][a-z]?_(pyramid|simclr|simsiam|selfie|overlay|leaderboard))
 test: install data browser
-	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --timing
-	$(BIN)/python -m pytest tests -q --durations=15
+	@t0=$$(date +%s); rc=0; skip='^[_.]'; \
+	if [ -x /usr/bin/chromium ] && [ -z "$(SKIP_BROWSER)" ]; then skip='$(PAPER_NBS)'; \
+	  echo "nbdev_test: the toolbox notebooks (nbs/core) and index; the paper notebooks run in JupyterLab (pytest)"; fi; \
+	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --timing --skip_file_re "$$skip" || rc=1; t1=$$(date +%s); \
+	SKIP_BROWSER="$(SKIP_BROWSER)" $(BIN)/python -m pytest tests -q --durations=15 || rc=1; t2=$$(date +%s); \
+	echo "make test: nbdev_test $$((t1 - t0)) s + pytest $$((t2 - t1)) s = $$(((t2 - t0) / 60)) min $$(((t2 - t0) % 60)) s"; \
+	exit $$rc
 
 lab: install data
 	$(BIN)/jupyter lab nbs

@@ -4,7 +4,7 @@
 
 # %% ../nbs/core/05_runs.ipynb #39c6040d
 from __future__ import annotations
-import fcntl, hashlib, json, math, os, platform, subprocess, sys, time
+import fcntl, hashlib, json, math, os, platform, shlex, subprocess, sys, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from .device import default_device, is_main_process, seed_everything
@@ -14,8 +14,8 @@ from .claims import verdict, verdict_table
 __all__ = ['SCALES', 'COMMON_SPEC', 'NULL', 'REQUIRED_KEYS', 'ParamError', 'resolve_scale', 'check_choice', 'check_number',
            'Param', 'Int', 'Float', 'Choice', 'Bool', 'Str', 'check_cfg', 'resolve_params', 'notebook_overrides',
            'project_root', 'outputs_root', 'short_hash', 'run_id', 'run_dir', 'git_commit', 'environment',
-           'atomic_write', 'write_json', 'write_text', 'code_version', 'save_metrics', 'read_metrics', 'is_complete',
-           'mean_std', 'RunContext', 'start_run', 'finish']
+           'run_command', 'atomic_write', 'write_json', 'write_text', 'code_version', 'save_metrics', 'read_metrics',
+           'is_complete', 'mean_std', 'RunContext', 'start_run', 'finish']
 
 # %% ../nbs/core/05_runs.ipynb #856ccf5f
 SCALES = ('smoke', 'quick', 'cpu', 'gpu', 'paper')
@@ -179,8 +179,22 @@ def environment() -> dict:
     return dict(python=platform.python_version(), torch=torch.__version__, torchvision=torchvision.__version__,
                 numpy=numpy.__version__, platform=platform.platform(), device=dev, threads=torch.get_num_threads(),
                 git_commit=git_commit(),
-                command=os.environ.get('SSL_STUDY_COMMAND') or ' '.join(sys.argv),
-                time=time.strftime('%Y-%m-%dT%H:%M:%S%z'))
+                command=run_command(), time=time.strftime('%Y-%m-%dT%H:%M:%S%z'))
+
+def _parent_papermill() -> str | None:
+    "The papermill command line of this process's parent (Linux /proc), if the parent is papermill."
+    try: argv = Path(f'/proc/{os.getppid()}/cmdline').read_bytes().decode(errors='replace').split('\0')
+    except OSError: return None
+    i = next((i for i, a in enumerate(argv) if a == 'papermill' or a.endswith('/papermill')), None)
+    return None if i is None else shlex.join(['papermill', *[a for a in argv[i + 1:] if a]])
+
+def run_command() -> str:
+    "The command behind this run: the sweep's (`SSL_STUDY_COMMAND`); in a kernel, the papermill command that started it, or a plain note that it was run directly; else this process's command line."
+    if cmd := os.environ.get('SSL_STUDY_COMMAND'): return cmd
+    argv = ' '.join(sys.argv)
+    if 'ipykernel' in (sys.argv[0] if sys.argv else '') or 'ipykernel_launcher' in argv:
+        return _parent_papermill() or f'papermill/jupyter (kernel, run directly; command unknown): {argv}'
+    return argv
 
 # %% ../nbs/core/05_runs.ipynb #22ff7a4c
 def atomic_write(path, data: str | bytes) -> Path:

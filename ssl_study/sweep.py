@@ -288,15 +288,30 @@ def report(scale: str, papers) -> pd.DataFrame:
     return df
 
 # %% ../nbs/core/07_sweep.ipynb #1ad18f96
+def _grid_quietly(m, scale: str) -> tuple[list | None, list[str]]:
+    "`m.grid(scale)` and, apart, what it printed or warned (runs it leaves out: missing weights, data)."
+    import contextlib, io, warnings
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        try: runs = m.grid(scale)
+        except KeyError: runs = None                                  # the paper has no preset at this scale
+    return runs, [l for l in buf.getvalue().splitlines() if l.strip()] + [str(w.message) for w in caught]
+
 def _list() -> int:
+    "Each paper: its notebook, its runs per scale, then the quick grid (the default scale's runs), then notes."
     for name in PAPERS:
         if not paper_exists(name): print(f"{name}: not written yet (no module {PAPERS[name]}), skipped"); continue
-        m = paper_module(name)
-        print(f"{name}: {m.NOTEBOOK}")
+        m, notes, grids = paper_module(name), [], {}
         for sc in SCALES:
-            try: print(f"  {sc}: {len(m.grid(sc))} runs")
-            except Exception as e: print(f"  {sc}: no grid ({type(e).__name__}: {e})")
-        for g in m.grid('quick'): print('   ', g)
+            grids[sc], said = _grid_quietly(m, sc)
+            notes += [l for l in said if l not in notes]
+        print(f"{name}: {m.NOTEBOOK}")
+        print('  runs per scale: ' + ', '.join(f"{sc} {len(g)}" for sc, g in grids.items() if g is not None)
+              + ''.join(f" ({sc}: no preset)" for sc, g in grids.items() if g is None))
+        print(f"  the quick grid ({len(grids['quick'])} runs; `ssl-study sweep {name}` runs them; each line overrides the quick preset):")
+        for g in grids['quick']: print('   ', g)
+        if notes: print('  notes (runs the grids leave out here):'); print('\n'.join('    ' + l for l in notes))
     return 0
 
 def _plan_all(a, scale: str) -> tuple[list[str], list[Run]]:

@@ -2,6 +2,12 @@ import json, os, shutil, sys
 from pathlib import Path
 import pytest
 
+# One CPU thread a process (here and in the papermill kernels, torchrun workers and submitit jobs the tests start):
+# the tests' tensors are tiny, and two OpenMP threads on a 2-core machine shared with other work spin against each
+# other (test_simsiam's collapse test: 2.6 s with one thread, 158 s with two while a training run used a core).
+os.environ.setdefault('OMP_NUM_THREADS', '1')
+os.environ.setdefault('MKL_NUM_THREADS', '1')
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / 'fixtures'
 

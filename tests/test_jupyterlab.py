@@ -1,11 +1,13 @@
 """The paper notebooks as a reader runs them: JupyterLab in headless Chromium, Run > Run All Cells.
 
 One JupyterLab server (kernels at the smoke preset through `IN_TEST`, results in a temporary folder) serves
-every test. Each paper notebook is opened in the browser and run through the Run menu; the test waits until
-the kernel is idle and every code cell has an execution count, then fails on any output a reader sees in a
+both tests. One test opens every paper notebook in the browser, two at a time (a page and a kernel each, one CPU
+thread per kernel), and runs it through the Run menu; it waits until each kernel is idle and every code cell has
+an execution count, then fails on any output a reader sees in a
 pink box: stderr (warnings, text progress bars, even empty ones) or an error. A full-page screenshot of each
 notebook lands in outputs/screenshots/. A fixture notebook shows that the detector does catch those outputs.
-Skipped where /usr/bin/chromium is missing (Debian: `apt-get install chromium`).
+Skipped where /usr/bin/chromium is missing (Debian: `apt-get install chromium`) or SKIP_BROWSER is set.
+These runs are the paper notebooks' smoke test: `make test` leaves them out of nbdev_test when this test runs.
 """
 import json, os, re, secrets, signal, socket, subprocess, sys, time, urllib.request
 from pathlib import Path
@@ -19,8 +21,10 @@ PAPER_NOTEBOOKS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / 'nbs').
 FIXTURE = 'tests/fixtures/reader_sees.ipynb'
 SCREENSHOTS = ROOT / 'outputs' / 'screenshots'
 SERVER_START_S, PAGE_LOAD_S, RUN_ALL_S = 120, 180, 900      # generous: a 2-core CPU shared with other work
+PARALLEL = max(1, min(2, os.cpu_count() or 1))             # notebooks (kernels) running at once, one CPU thread each
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f'no {CHROMIUM} (Debian: apt-get install chromium)')
+pytestmark = [pytest.mark.skipif(bool(os.environ.get('SKIP_BROWSER')), reason='SKIP_BROWSER is set'),
+              pytest.mark.skipif(not CHROMIUM.exists(), reason=f'no {CHROMIUM} (Debian: apt-get install chromium; `make browser`)')]
 
 # JupyterLab user settings for the test: never save the notebook (autosave would write outputs into nbs/),
 # no news or update checks, and every cell in the DOM (no windowing) so that all outputs can be inspected.
@@ -96,7 +100,8 @@ def lab(tmp_path_factory):
         (settings / name).parent.mkdir(parents=True, exist_ok=True)
         (settings / name).write_text(json.dumps(value))
     token, port = secrets.token_hex(16), _free_port()
-    env = {**os.environ, 'IN_TEST': '1', 'SSL_STUDY_OUTPUTS': str(tmp / 'outputs'),
+    threads = str(max(1, (os.cpu_count() or 1) // PARALLEL))        # the kernels run PARALLEL at a time
+    env = {**os.environ, 'IN_TEST': '1', 'OMP_NUM_THREADS': threads, 'MKL_NUM_THREADS': threads, 'SSL_STUDY_OUTPUTS': str(tmp / 'outputs'),
            'SSL_STUDY_CACHE': str(tmp / 'outputs' / 'cache'), 'JUPYTER_RUNTIME_DIR': str(tmp / 'runtime')}
     cmd = [str(Path(sys.executable).with_name('jupyter')), 'lab', '--no-browser', f'--port={port}',
            '--ServerApp.ip=127.0.0.1', f'--IdentityProvider.token={token}', f'--ServerApp.root_dir={ROOT}',
@@ -133,8 +138,8 @@ def browser():
         b.close()
 
 
-def run_all_cells(lab: dict, browser, notebook: str, screenshot: Path | None = None) -> dict:
-    "Open `notebook` (relative to the project root) in JupyterLab, Run > Run All Cells, and return what the page shows."
+def start_run_all(lab: dict, browser, notebook: str) -> dict:
+    "Open `notebook` (relative to the project root) in JupyterLab and click Run > Run All Cells; returns the open page."
     page = browser.new_context(viewport=dict(width=1400, height=900)).new_page()
     try:
         started = time.time()
@@ -145,17 +150,67 @@ def run_all_cells(lab: dict, browser, notebook: str, screenshot: Path | None = N
             _menu(page, 'Edit', 'Clear Outputs of All Cells')
         loaded = time.time()
         _menu(page, 'Run', 'Run All Cells')
-        page.wait_for_function(DONE_JS, timeout=RUN_ALL_S * 1000, polling=1000)
+    except BaseException:
+        _close(lab, page, notebook); raise
+    return dict(notebook=notebook, page=page, started=started, loaded=loaded)
+
+
+def finish_run_all(lab: dict, run: dict, screenshot: Path | None = None) -> dict:
+    "What the page of a `start_run_all` shows once every cell has run; then the page and its kernel are closed."
+    page = run['page']
+    try:
         state = page.evaluate(CELLS_JS)
-        state.update(load_s=loaded - started, run_s=time.time() - loaded)
+        state.update(load_s=run['loaded'] - run['started'], run_s=time.time() - run['loaded'])
         if screenshot: _full_page_screenshot(page, screenshot)
         return state
-    finally:
-        page.context.close()
-        try:
-            for s in _api(lab, 'sessions'):              # shut the notebook's kernel down
+    finally: _close(lab, page, run['notebook'])
+
+
+def is_done(run: dict) -> bool:
+    return run['page'].evaluate(DONE_JS)
+
+
+def _close(lab: dict, page, notebook: str):
+    page.context.close()
+    try:
+        for s in _api(lab, 'sessions'):                  # shut the notebook's kernel down
+            if s.get('path') == notebook or (s.get('notebook') or {}).get('path') == notebook:
                 _api(lab, f"sessions/{s['id']}", 'DELETE')
-        except OSError: pass                             # the server is gone: the fixture reports it
+    except OSError: pass                                 # the server is gone: the fixture reports it
+
+
+def run_all_cells(lab: dict, browser, notebook: str, screenshot: Path | None = None) -> dict:
+    "Open `notebook` in JupyterLab, Run > Run All Cells, and return what the page shows."
+    run = start_run_all(lab, browser, notebook)
+    try: run['page'].wait_for_function(DONE_JS, timeout=RUN_ALL_S * 1000, polling=1000)
+    except BaseException: _close(lab, run['page'], notebook); raise
+    return finish_run_all(lab, run, screenshot)
+
+
+def run_all_notebooks(lab: dict, browser, notebooks: list[str], parallel: int) -> dict:
+    "Run All Cells in every notebook, `parallel` notebooks (pages, kernels) at a time; notebook -> state or error."
+    todo, running, states = list(notebooks), [], {}
+    try:
+        while todo or running:
+            while todo and len(running) < parallel:
+                nb = todo.pop(0)
+                try: running.append(start_run_all(lab, browser, nb))
+                except Exception as e: states[nb] = e
+            time.sleep(1)
+            for run in list(running):
+                try: done = is_done(run)
+                except Exception as e: done = e
+                late = time.time() - run['loaded'] > RUN_ALL_S
+                if done is True or late or isinstance(done, Exception):
+                    running.remove(run)
+                    if done is True:
+                        states[run['notebook']] = finish_run_all(lab, run, SCREENSHOTS / f"{Path(run['notebook']).stem}.png")
+                    else:
+                        _close(lab, run['page'], run['notebook'])
+                        states[run['notebook']] = done if isinstance(done, Exception) else TimeoutError(f'not done after {RUN_ALL_S} s')
+    finally:
+        for run in running: _close(lab, run['page'], run['notebook'])
+    return states
 
 
 def _menu(page, menu: str, item: str):
@@ -188,16 +243,23 @@ def _describe(found: list[dict]) -> str:
     return '\n'.join(f"cell {p['cell']} {p['prompt']} ({p['kind']}):\n    {p['text']!r}" for p in found)
 
 
-@pytest.mark.parametrize('notebook', PAPER_NOTEBOOKS)
-def test_paper_notebook_runs_clean_in_jupyterlab(lab, browser, notebook):
-    state = run_all_cells(lab, browser, notebook, SCREENSHOTS / f'{Path(notebook).stem}.png')
-    print(f"{notebook}: page + kernel {state['load_s']:.1f} s, Run All Cells {state['run_s']:.1f} s, "
-          f"{len(state['cells'])} code cells; screenshot {SCREENSHOTS / (Path(notebook).stem + '.png')}")
-    found = problems(state)
-    assert not found, f"{notebook}: a reader sees {len(found)} stderr/error output(s):\n{_describe(found)}"
-    prompts = [c['prompt'].strip() for c in state['cells']]
-    assert prompts == [f'[{i}]:' for i in range(1, len(prompts) + 1)], f'not every code cell ran, in order: {prompts}'
-    assert not re.search(f'Saving file at /?{re.escape(notebook)}', lab['log'].read_text()), f'JupyterLab saved {notebook}'
+def test_paper_notebooks_run_clean_in_jupyterlab(lab, browser):
+    "Every paper notebook, Run All Cells in one server, two at a time: no pink output, every cell run in order, nothing saved."
+    states = run_all_notebooks(lab, browser, PAPER_NOTEBOOKS, PARALLEL)
+    failures = []
+    for notebook in PAPER_NOTEBOOKS:
+        state = states[notebook]
+        if isinstance(state, Exception):
+            failures.append(f'{notebook}: {type(state).__name__}: {state}'); continue
+        print(f"{notebook}: page + kernel {state['load_s']:.1f} s, Run All Cells {state['run_s']:.1f} s, "
+              f"{len(state['cells'])} code cells; screenshot {SCREENSHOTS / (Path(notebook).stem + '.png')}")
+        if found := problems(state):
+            failures.append(f"{notebook}: a reader sees {len(found)} stderr/error output(s):\n{_describe(found)}")
+        prompts = [c['prompt'].strip() for c in state['cells']]
+        if prompts != [f'[{i}]:' for i in range(1, len(prompts) + 1)]:
+            failures.append(f'{notebook}: not every code cell ran, in order: {prompts}')
+        if re.search(f'Saving file at /?{re.escape(notebook)}', lab['log'].read_text()): failures.append(f'JupyterLab saved {notebook}')
+    assert not failures, '\n\n'.join(failures)
     assert not (lab['outputs'] / 'quick').exists(), 'the kernel ran the quick preset: IN_TEST did not reach it'
 
 

@@ -96,6 +96,18 @@ def test_papermill_refuses_an_unknown_name(tmp_path):
     assert not out.exists()
 
 
+def test_a_direct_papermill_run_records_the_papermill_command(tmp_path, monkeypatch):
+    "Run directly (no sweep, so no SSL_STUDY_COMMAND), metrics.json names the papermill command, not the kernel's."
+    monkeypatch.delenv('SSL_STUDY_COMMAND', raising=False)
+    out = tmp_path / 'outputs'
+    r = papermill(FIXTURES / 'tiny_paper.ipynb', tmp_path / 'executed.ipynb', '-p', 'scale', 'smoke', '-p', 'x', '3',
+                  '-p', 'output_name', 'direct', env={'SSL_STUDY_OUTPUTS': str(out)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    command = json.loads((out / 'smoke' / 'tiny' / 'direct' / 'metrics.json').read_text())['environment']['command']
+    assert command.startswith('papermill ') and 'tiny_paper.ipynb' in command and '-p x 3' in command, command
+    assert 'ipykernel' not in command
+
+
 # ---------------------------------------------------------------------------------------------------
 # files: atomic writes, metrics.json
 # ---------------------------------------------------------------------------------------------------

@@ -343,3 +343,33 @@ def test_pretrain_goes_through_cache_pretrain_and_devices_keeps_its_cache_entry(
     assert name == 'simclr' and 'devices' not in settings
     torch.manual_seed(0)
     assert torch.isfinite(step(build(), (data.tensors[0][:4],)))
+
+
+# ---------------------------------------------------------------------------------------------------
+# figures a reader can read: the all-background line, no one-seed error bars, colour keys, class names
+# ---------------------------------------------------------------------------------------------------
+
+def test_fig2_starts_at_zero_with_the_all_background_line_and_no_one_seed_error_bars():
+    import pandas as pd
+    one_seed = pd.DataFrame({'37': ['61.2', '70.0'], '100%': ['66.0', '71.0']}, index=['none', 'cifar10'])
+    ax = sc._bars(one_seed, 'Fig. 2', 0.59).axes[0]
+    assert ax.get_ylim() == (0, 100) and 'n = 1' in ax.get_title()
+    assert [type(c).__name__ for c in ax.containers] == ['BarContainer', 'BarContainer']       # no error bars
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ['all background (59.0 %)', 'none', 'cifar10']
+    seeds = one_seed.assign(**{'37': ['61.2 ± 1.0', '70.0 ± 2.0']})
+    assert any(type(c).__name__ == 'ErrorbarContainer' for c in sc._bars(seeds, 'Fig. 2', 0.59).axes[0].containers)
+
+
+def test_the_all_background_score_of_the_staged_pet_trimaps():
+    try: acc = sc.background_acc(32)
+    except FileNotFoundError: pytest.skip('no Oxford-IIIT Pet in the data root')
+    assert 0.5 < acc < 0.7                          # about 59 % on the staged subset
+
+
+def test_fig3_has_a_colour_key_and_the_tsne_names_the_classes():
+    import numpy as np
+    from ssl_study.plots import image_rows
+    fig = sc.mask_key(image_rows({'image': torch.rand(2, 3, 8, 8)}))
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ['pet', 'border', 'background (untinted)']
+    fig = sc.tsne_figure(np.random.default_rng(0).normal(size=(40, 5)), np.arange(40) % 10)
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == list(sc.CIFAR10_CLASSES)

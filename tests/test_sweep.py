@@ -277,3 +277,18 @@ def test_ctrl_c_records_the_reason_and_exits_130(outputs, tiny, monkeypatch, cap
     assert 'interrupted (Ctrl-C)' in err and 'Traceback' not in err
     failed = list((outputs / 'smoke' / 'tiny').rglob('failed.json'))
     assert failed and 'interrupted (Ctrl-C)' in json.loads(failed[0].read_text())['error']
+
+
+def test_list_says_the_scale_of_its_runs_and_keeps_notes_apart(monkeypatch, capsys):
+    "`ssl-study list`: counts per scale on one line, the quick grid under its name, what a grid prints after both."
+    import ssl_study.papers.simsiam as ss
+    monkeypatch.setattr(ss, '_noted', set())
+    monkeypatch.setattr(ss, 'grid', lambda scale, _g=ss.grid: print('grid: a note from the grid') or _g(scale))
+    assert main(['list']) == 0
+    out = capsys.readouterr().out
+    block = out[out.index('simsiam:'):out.index('selfie:')]
+    head, notes = block.split('  notes (runs the grids leave out here):')
+    assert 'grid:' not in head and 'grid: a note from the grid' in notes and notes.count('a note from the grid') == 1
+    n_quick = len(ss.grid('quick'))
+    assert f'  runs per scale: smoke {len(ss.grid("smoke"))}, quick {n_quick}' in head
+    assert f'  the quick grid ({n_quick} runs;' in head

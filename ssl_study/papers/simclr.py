@@ -14,7 +14,7 @@ from ..evaluate import extract_features
 from ..loaders import cached_split, loader
 from ..runs import (COMMON_SPEC, Choice, Float, Int, ParamError, atomic_write, check_cfg, mean_std, resolve_scale,
                             run_id, write_text)
-from ..segmentation import IGNORE_INDEX, cached_seg_split, mask_overlay, predict_masks, seg_confusion, seg_scores
+from ..segmentation import IGNORE_INDEX, PALETTE, cached_seg_split, mask_overlay, predict_masks, seg_confusion, seg_scores
 from .simclr_method import (LOSSES, STEMS, SegNet, SimCLRNet, VideoSimCLRLoss, contrastive_loss, davis_frames,
                                      frame_tuples, paper_views, stem_encoder, temporal_step, warmup_restarts)
 from ..train import fit
@@ -22,11 +22,12 @@ from ..views import TwoViews, normalize
 from ..claims import Claim, check_claims, judge
 
 # %% auto #0
-__all__ = ['TINY_ANIMALS', 'SOURCES', 'NATIVE_SIZE', 'PAPER', 'NOTEBOOK', 'SPEC', 'PRESETS', 'LABEL_POINTS', 'SEEDS',
-           'PAPER_RESULTS', 'CLAIMS', 'tiny_animal_classes', 'pretrain_image_size', 'pretrain_data', 'label_subset',
-           'pet_data', 'simclr_step', 'pretrain_settings', 'pretrain_encoder', 'seg_step', 'finetune_seg',
-           'cifar_features', 'tsne_figure', 'grid', 'label_point', 'slug', 'run_name', 'check_params', 'verdicts',
-           'tables', 'show_masks', 'sample_index', 'save_samples', 'fig3', 'report']
+__all__ = ['TINY_ANIMALS', 'SOURCES', 'NATIVE_SIZE', 'CIFAR10_CLASSES', 'PAPER', 'NOTEBOOK', 'SPEC', 'PRESETS', 'LABEL_POINTS',
+           'SEEDS', 'PAPER_RESULTS', 'CLAIMS', 'tiny_animal_classes', 'pretrain_image_size', 'pretrain_data',
+           'label_subset', 'pet_data', 'simclr_step', 'pretrain_settings', 'pretrain_encoder', 'seg_step',
+           'finetune_seg', 'cifar_features', 'tsne_figure', 'grid', 'label_point', 'slug', 'run_name', 'check_params',
+           'verdicts', 'tables', 'show_masks', 'sample_index', 'save_samples', 'fig3', 'mask_key', 'background_acc',
+           'report']
 
 # %% ../../nbs/01_simclr.ipynb #362edeb3
 TINY_ANIMALS = tuple('''n01443537 n01629819 n01641577 n01644900 n01698640 n01742172 n01768244 n01770393 n01774384 n01774750
@@ -137,14 +138,18 @@ def cifar_features(encoder: nn.Module, per_class: int, image_size: int, device=N
     prep = lambda x: F.interpolate(normalize(x), size=(image_size, image_size), mode='bilinear', align_corners=False)
     return extract_features(encoder, loader(ds, 256, device='cpu'), device, prep=prep)    # labels stay on the CPU
 
+CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
+
 def tsne_figure(feats: np.ndarray, labels: np.ndarray, title: str = '', seed: int = 0):
     "A 2-d t-SNE of `feats` coloured by CIFAR-10 class."
     from sklearn.manifold import TSNE
     import matplotlib.pyplot as plt
     emb = TSNE(2, init='pca', perplexity=min(30.0, (len(feats) - 1) / 3), random_state=seed).fit_transform(feats)
     fig, ax = plt.subplots(figsize=(4.2, 4))
-    sc = ax.scatter(emb[:, 0], emb[:, 1], c=labels, cmap='tab10', s=6)
-    ax.legend(*sc.legend_elements(), fontsize=6, loc='best', ncol=2, title='class'); ax.set_title(title, fontsize=9)
+    sc = ax.scatter(emb[:, 0], emb[:, 1], c=labels, cmap='tab10', s=6, vmin=0, vmax=9)
+    handles = sc.legend_elements(num=list(range(10)))[0]
+    ax.legend(handles, CIFAR10_CLASSES, fontsize=6, loc='center left', bbox_to_anchor=(1, 0.5), title='CIFAR-10 class')
+    ax.set_title(title, fontsize=9)
     ax.set_xticks([]); ax.set_yticks([])
     return fig
 
@@ -329,19 +334,39 @@ def fig3(df: pd.DataFrame, folder) -> dict:
         test = cached_seg_split('oxford_pets', False, int(r.image_size), mode='trimap3', n=None if pd.isna(r.test_n) else int(r.test_n))
         pick = sample_index(len(test)); imgs = test.tensors[0][pick].float() / 255
         rows = {'image': imgs, 'ground truth': show_masks(imgs, test.tensors[1][pick])}
-        figs[f'fig3_{slug(pt)}'] = image_rows(rows | {v: show_masks(imgs, p) for v, p in sorted(preds.items())})
+        figs[f'fig3_{slug(pt)}'] = fig = image_rows(rows | {v: show_masks(imgs, p) for v, p in sorted(preds.items())})
+        mask_key(fig)
     return figs
 
+def mask_key(fig):
+    "The colour key of `show_masks` under `fig`: pet red, border green, background untinted."
+    from matplotlib.patches import Patch
+    tint = lambda c: (0.5 + 0.5 * PALETTE[c]).tolist()          # the colour on a white pixel, at alpha 0.5
+    fig.legend(handles=[Patch(facecolor=tint(1), label='pet'), Patch(facecolor=tint(2), label='border'),
+                        Patch(facecolor='white', edgecolor='grey', label='background (untinted)')],
+               loc='lower center', ncol=3, fontsize=7, frameon=False, bbox_to_anchor=(0.5, -0.02))
+    return fig
+
 # %% ../../nbs/01_simclr.ipynb #1290dc0c
-def _bars(table: pd.DataFrame, title: str):
+def background_acc(image_size: int, test_n: int | None = None) -> float:
+    "Pixel accuracy (0-1) of a map that says background everywhere, on the Pet test trimaps the runs score."
+    test = cached_seg_split('oxford_pets', False, int(image_size), mode='trimap3', n=test_n)
+    return float((test.tensors[1] == 1).float().mean())         # background is class 1 of the trimaps
+
+def _bars(table: pd.DataFrame, title: str, background: float | None = None):
+    "Fig. 2: bars from 0 to 100 %; error bars (std over seeds) only where a cell has seeds; the all-background line."
     import matplotlib.pyplot as plt
     num = table.map(lambda s: float(str(s).split(' ')[0]) if s == s and s != '–' else np.nan)
     err = table.map(lambda s: float(str(s).split('± ')[1]) if isinstance(s, str) and '±' in s else 0.0)
+    seeds = err.values.any()
     fig, ax = plt.subplots(figsize=(1.2 + 1.3 * len(num.columns), 3))
-    num.T.plot.bar(yerr=err.T, ax=ax, rot=0, capsize=2, width=0.8)
-    ax.set_ylabel('pixel accuracy (%)'); ax.set_xlabel('labelled Pet images'); ax.set_title(title, fontsize=9)
-    ax.set_ylim(max(0, np.nanmin(num.values) - 10) if np.isfinite(num.values).any() else 0, 100)
-    ax.legend(fontsize=6, ncol=2); ax.grid(alpha=.3, axis='y')
+    num.T.plot.bar(yerr=err.T if seeds else None, ax=ax, rot=0, capsize=2 if seeds else 0, width=0.8)
+    if background is not None:
+        ax.axhline(100 * background, color='k', ls='--', lw=1, label=f'all background ({100 * background:.1f} %)')
+    ax.set_ylabel('pixel accuracy (%)'); ax.set_xlabel('labelled Pet images')
+    ax.set_title(title + ('; error bars: std over seeds' if seeds else '; one seed (n = 1): no error bars'), fontsize=9)
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=6, ncol=2, loc='lower right'); ax.grid(alpha=.3, axis='y')
     return fig
 
 def report(df: pd.DataFrame, folder) -> list[Path]:
@@ -355,6 +380,9 @@ def report(df: pd.DataFrame, folder) -> list[Path]:
           f"## The claims\n\nAt each label count a claim holds (or fails) when the gap exceeds twice its standard error "
           f"over seeds (`runs.verdict`); with one seed it is inconclusive.\n\n{t['claims'].to_markdown(index=False)}\n")
     out = [write_text(folder / 'tables.md', md)] + [write_text(folder / f'{k}.csv', v.to_csv()) for k, v in t.items()]
-    if len(t['pixel_acc']): out.append(save_fig(_bars(t['pixel_acc'], f'Fig. 2, ours ({scale})'), folder / 'fig2_pixel_acc.png'))
+    if len(t['pixel_acc']):
+        try: r = df.iloc[0]; bg = background_acc(r.image_size, None if pd.isna(r.get('test_n', np.nan)) else int(r.test_n))
+        except (AttributeError, KeyError, FileNotFoundError, ValueError): bg = None      # no image size, or no Pet data here
+        out.append(save_fig(_bars(t['pixel_acc'], f'Fig. 2, ours ({scale})', bg), folder / 'fig2_pixel_acc.png'))
     for fig_name, fig in fig3(df, folder).items(): out.append(save_fig(fig, folder / f'{fig_name}.png'))
     return out
