@@ -49,7 +49,7 @@ def results_section(root: Path, papers) -> str:
             f = root / scale / p / 'verdicts.md'
             if not f.exists(): continue
             fig = '\n![' + f"{p} at the {scale} scale](outputs/{scale}/{p}/summary.png)\n" if (f.parent / 'summary.png').exists() else ''
-            parts.append(f"### {p}, `{scale}` scale\n\n{f.read_text().strip()}\n{fig}")
+            parts.append(f"#### {p}, `{scale}` scale\n\n{f.read_text().strip()}\n{fig}")
     return '\n'.join(parts) or '_No evidence run is committed yet: `ssl-study run --scale cpu --hours H` makes it._\n'
 
 def claims_section(mods: dict) -> str:
