@@ -143,6 +143,7 @@ def test_cli_refuses_bad_durations(outputs, tiny, capsys):
 
 def test_missing_submitit_says_how_to_install(outputs, tiny, fake_runner, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, 'submitit', None)          # `import submitit` raises ImportError
+    monkeypatch.setattr('ssl_study.sweep.shutil.which', lambda name, *a, **k: f'/fake/bin/{name}')   # on a login node
     assert main(['sweep', 'tiny', '--scale', 'smoke', '--executor', 'slurm', '--timeout', '1h']) == 2
     assert "pip install -e '.[cluster]'" in capsys.readouterr().err and not outputs.exists()
 
