@@ -3,40 +3,41 @@ into the fine-tuned ResNet-50, labelled subsets, and bad parameters stopping the
 import math
 import numpy as np, pytest, torch, torch.nn.functional as F
 import ssl_study.papers.selfie as sf
+import ssl_study.papers.selfie_method as sfm
 from ssl_study.models import ResNetEncoder
 from ssl_study.runs import ParamError
 from conftest import papermill
 
 
 def _small(**kw):
-    return sf.Selfie(32, 8, 4, depth=18, layers=1, heads=4, ff=32, **kw)
+    return sfm.Selfie(32, 8, 4, depth=18, layers=1, heads=4, ff=32, **kw)
 
 
 @pytest.mark.parametrize('size,patch', [(32, 8), (32, 4), (224, 32), (48, 16)])
 def test_patchify_round_trip_and_order_match_unfold(size, patch):
     x = torch.randn(2, 3, size, size)
-    pt = sf.patchify(x, patch)
+    pt = sfm.patchify(x, patch)
     g = size // patch
     assert pt.shape == (2, g * g, 3, patch, patch)
-    assert torch.equal(sf.unpatchify(pt, g), x)
+    assert torch.equal(sfm.unpatchify(pt, g), x)
     ref = F.unfold(x, patch, stride=patch).transpose(1, 2).reshape(2, g * g, 3, patch, patch)   # torch's own row-major cut
     assert torch.equal(pt, ref)
 
 
 def test_patchify_rectangular_and_bad_sizes():
     x = torch.randn(1, 3, 16, 32)
-    assert torch.equal(sf.unpatchify(sf.patchify(x, 8), (2, 4)), x)
-    with pytest.raises(ValueError): sf.patchify(x, 7)
-    with pytest.raises(ValueError): sf.unpatchify(sf.patchify(x, 8), 3)
+    assert torch.equal(sfm.unpatchify(sfm.patchify(x, 8), (2, 4)), x)
+    with pytest.raises(ValueError): sfm.patchify(x, 7)
+    with pytest.raises(ValueError): sfm.unpatchify(sfm.patchify(x, 8), 3)
 
 
 def test_choose_targets_partition_and_seed():
-    t, v = sf.choose_targets(64, 16, 5, torch.Generator().manual_seed(3))
+    t, v = sfm.choose_targets(64, 16, 5, torch.Generator().manual_seed(3))
     assert t.shape == (64, 5) and v.shape == (64, 11)
     for a, b in zip(t.tolist(), v.tolist()): assert sorted(a + b) == list(range(16))
-    assert torch.equal(t, sf.choose_targets(64, 16, 5, torch.Generator().manual_seed(3))[0])
+    assert torch.equal(t, sfm.choose_targets(64, 16, 5, torch.Generator().manual_seed(3))[0])
     for bad in (0, 16, 17):
-        with pytest.raises(ValueError): sf.choose_targets(2, 16, bad)
+        with pytest.raises(ValueError): sfm.choose_targets(2, 16, bad)
 
 
 def test_encoder_input_never_contains_a_target_patch():
@@ -44,7 +45,7 @@ def test_encoder_input_never_contains_a_target_patch():
     torch.manual_seed(0)
     m = _small().train()                                  # train mode: BatchNorm uses batch statistics
     x = torch.randn(3, 3, 32, 32)
-    t, v = sf.choose_targets(3, 16, 4, torch.Generator().manual_seed(0))
+    t, v = sfm.choose_targets(3, 16, 4, torch.Generator().manual_seed(0))
     seen, pooled = [], []
     m.P.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].detach().clone()))
     m.A.register_forward_hook(lambda mod, inp, out: pooled.append(out.detach().clone()))
@@ -71,7 +72,7 @@ def test_logits_shape_and_right_patch_on_the_diagonal():
     torch.manual_seed(0)
     m = _small().eval()
     x = torch.randn(2, 3, 32, 32)
-    t, v = sf.choose_targets(2, 16, 4, torch.Generator().manual_seed(2))
+    t, v = sfm.choose_targets(2, 16, 4, torch.Generator().manual_seed(2))
     with torch.no_grad():
         logits = m(x, t, v)
         assert logits.shape == (2, 4, 4)
@@ -88,41 +89,41 @@ def test_logits_shape_and_right_patch_on_the_diagonal():
         raw.load_state_dict(m.state_dict())
         assert torch.allclose(raw(x, t, v), logits * 16, atol=1e-3)
     # a model that picked every patch right has the argmax on the diagonal: patch accuracy 1 and loss near 0
-    assert sf.patch_accuracy(50 * torch.eye(4).expand(2, 4, 4)) == 1.0
+    assert sfm.patch_accuracy(50 * torch.eye(4).expand(2, 4, 4)) == 1.0
 
 
 def test_loss_perfect_uniform_and_reference():
     k = 5
-    assert sf.SelfieLoss()(1e3 * torch.eye(k).expand(4, k, k)).item() < 1e-6
-    assert sf.SelfieLoss()(torch.full((4, k, k), 3.0)).item() == pytest.approx(math.log(k), abs=1e-6)
+    assert sfm.SelfieLoss()(1e3 * torch.eye(k).expand(4, k, k)).item() < 1e-6
+    assert sfm.SelfieLoss()(torch.full((4, k, k), 3.0)).item() == pytest.approx(math.log(k), abs=1e-6)
     l = torch.randn(3, k, k, generator=torch.Generator().manual_seed(0)).double()
     a = l.numpy()
     ref = -np.mean([a[b, i, i] - np.log(np.exp(a[b, i]).sum()) for b in range(3) for i in range(k)])
-    assert sf.SelfieLoss()(l).item() == pytest.approx(ref, abs=1e-6)
-    with pytest.raises(ValueError): sf.SelfieLoss()(torch.zeros(2, 3, 4))
+    assert sfm.SelfieLoss()(l).item() == pytest.approx(ref, abs=1e-6)
+    with pytest.raises(ValueError): sfm.SelfieLoss()(torch.zeros(2, 3, 4))
 
 
 def test_row_column_embedding_parameter_count():
     count = lambda m: sum(p.numel() for p in m.parameters())
-    assert count(sf.PositionEmbedding(7, 1024, 'rowcol')) == (7 + 7) * 1024
-    assert count(sf.PositionEmbedding(7, 1024, 'full')) == 49 * 1024
-    assert count(sf.PositionEmbedding(4, 1024, 'full')) == 16 * 1024
-    rc = sf.PositionEmbedding(7, 8, 'rowcol')
+    assert count(sfm.PositionEmbedding(7, 1024, 'rowcol')) == (7 + 7) * 1024
+    assert count(sfm.PositionEmbedding(7, 1024, 'full')) == 49 * 1024
+    assert count(sfm.PositionEmbedding(4, 1024, 'full')) == 16 * 1024
+    rc = sfm.PositionEmbedding(7, 8, 'rowcol')
     assert torch.equal(rc(torch.tensor([23])), rc.row.weight[3:4] + rc.col.weight[2:3])      # 23 = row 3, column 2
-    big = sf.Selfie(224, 32, 9, depth=18, layers=1, heads=4, ff=32)            # 7 x 7 grid: 'auto' -> row + column
+    big = sfm.Selfie(224, 32, 9, depth=18, layers=1, heads=4, ff=32)            # 7 x 7 grid: 'auto' -> row + column
     assert big.pos.mode == 'rowcol' and count(big.pos) == 14 * 256
     assert _small().pos.mode == 'full' and count(_small().pos) == 16 * 256
 
 
 def test_finetune_resnet50_gets_exactly_P_and_a_fresh_last_block():
     torch.manual_seed(0)
-    model = sf.Selfie(32, 8, 4, depth=50, layers=1, heads=32, ff=64)
+    model = sfm.Selfie(32, 8, 4, depth=50, layers=1, heads=32, ff=64)
     with torch.no_grad():                                  # make P differ from any fresh initialisation
         for p in model.P.parameters(): p.add_(torch.randn_like(p))
         for name, b in model.P.named_buffers():
             if b.is_floating_point(): b.add_(1.5)
-    P = sf.PatchNetwork(50, True); P.load_state_dict({k[2:]: v for k, v in model.state_dict().items() if k.startswith('P.')})
-    torch.manual_seed(7); enc = sf.finetune_encoder(P)
+    P = sfm.PatchNetwork(50, True); P.load_state_dict({k[2:]: v for k, v in model.state_dict().items() if k.startswith('P.')})
+    torch.manual_seed(7); enc = sfm.finetune_encoder(P)
     torch.manual_seed(7); fresh = ResNetEncoder(50, True)
     sd, fsd, psd = enc.state_dict(), fresh.state_dict(), model.P.state_dict()
     assert set(sd) == set(fsd)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 import torch, torch.nn as nn, torch.nn.functional as F
 from .. import evaluate as ev
-from . import overlay, pyramid, pyramid_method, selfie, simclr, simsiam
+from . import overlay, pyramid, pyramid_method, selfie, selfie_method, simclr, simsiam
 from ..models import ResNetAutoencoder
 from ..runs import ParamError, resolve_scale
 from .simclr_method import SimCLRNet, contrastive_loss, paper_views
@@ -104,10 +104,10 @@ class Patches(nn.Module):
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         return self.encoder(patches.flatten(0, 1)).view(*patches.shape[:2], self.dim)
 
-class BackboneSelfie(selfie.Selfie):
-    """Selfie (Trinh, Luong & Le 2019) as `selfie.Selfie`, with the whole `encoder` as its patch network P (the paper:
+class BackboneSelfie(selfie_method.Selfie):
+    """Selfie (Trinh, Luong & Le 2019) as `selfie_method.Selfie`, with the whole `encoder` as its patch network P (the paper:
     ResNet-50's first three stages), A and the position embeddings sized to its feat_dim: logits[b, i, j] = (u + pos_i).P(patch_j).
-    forward(x (B, 3, S, S), targets (B, k), visible (B, N - k)) -> logits (B, k, k), for `selfie.SelfieLoss`."""
+    forward(x (B, 3, S, S), targets (B, k), visible (B, N - k)) -> logits (B, k, k), for `selfie_method.SelfieLoss`."""
     def __init__(self, encoder: nn.Module, image_size: int = 32, patch_size: int = 8, n_targets: int = 4, layers: int = 3,
                  heads: int = 32, ff: int = 640, positions: str = 'auto', scaled_logits: bool = True):
         nn.Module.__init__(self)
@@ -115,16 +115,16 @@ class BackboneSelfie(selfie.Selfie):
         self.n_patches, self.n_targets = self.grid ** 2, n_targets
         if image_size % patch_size or not 0 < n_targets < self.n_patches:
             raise ValueError(f"patch_size {patch_size} must divide {image_size} and n_targets be in [1, {self.n_patches - 1}]")
-        self.P, self.A = Patches(encoder), selfie.AttentionPooling(dim, layers, heads, ff)
-        self.pos = selfie.PositionEmbedding(self.grid, dim, positions if positions != 'auto' else 'full' if self.grid <= 4 else 'rowcol')
+        self.P, self.A = Patches(encoder), selfie_method.AttentionPooling(dim, layers, heads, ff)
+        self.pos = selfie_method.PositionEmbedding(self.grid, dim, positions if positions != 'auto' else 'full' if self.grid <= 4 else 'rowcol')
         self.logit_scale = dim ** -0.5 if scaled_logits else 1.0
 
 _SELFIE_KEYS = ('patch_size', 'n_targets', 'layers', 'heads', 'ff', 'positions', 'scaled_logits')
 def _selfie(scale: str) -> Method:
-    h, p, B, aug = _hp(selfie, scale), selfie.PRESETS['paper'], BATCH[scale], selfie.pretext_views(IMAGE_SIZE)
+    h, p, B, aug = _hp(selfie, scale), selfie.PRESETS['paper'], BATCH[scale], selfie_method.pretext_views(IMAGE_SIZE)
     lr = board_lr(p['pretrain_lr'], B, p['batch_size'], adam=False)
     return Method('selfie', lambda: BackboneSelfie(board_backbone(), IMAGE_SIZE, *(h[k] for k in _SELFIE_KEYS)),
-                  lambda m: m.P.encoder, lambda m, b: selfie.selfie_loss(m, b[0], aug), lambda ps: selfie.sgd(ps, lr, p), B,
+                  lambda m: m.P.encoder, lambda m, b: selfie.selfie_loss(m, b[0], aug), lambda ps: selfie_method.sgd(ps, lr, p), B,
                   settings=dict({k: h[k] for k in _SELFIE_KEYS}, lr=lr, momentum=p['momentum'], weight_decay=p['weight_decay']))
 
 # %% ../../nbs/05a_leaderboard_methods.ipynb #7412d07e

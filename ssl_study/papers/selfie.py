@@ -7,179 +7,27 @@ from __future__ import annotations
 import math
 from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
-import kornia.augmentation as K, matplotlib.pyplot as plt
+import matplotlib.pyplot as plt
 from torch.utils.data import TensorDataset
 from ..datasets import check_dataset
 from ..models import ResNetEncoder
 from ..train import fit, warmup_cosine
 from ..device import seed_everything
-from ..views import augment, normalize, to_unit
+from ..views import normalize, to_unit
 from ..loaders import Steps, loader, train_test
 from ..evaluate import Classifier, accuracy
 from ..cache import pretrained
 from ..plots import save_fig
-from ..runs import COMMON_SPEC, Bool, Choice, Float, Int, ParamError, check_cfg, mean_std, resolve_scale, run_id, write_text
+from ..runs import (COMMON_SPEC, Bool, Choice, Float, Int, ParamError, check_cfg, mean_std, resolve_scale,
+                            run_id, write_text)
 from ..claims import Claim, check_claims, judge, verdicts_markdown
+from .selfie_method import (Selfie, SelfieLoss, choose_targets, crop_flip, patch_accuracy,
+                                            pretext_views, schedule, sgd)
 
 # %% auto #0
-__all__ = ['PAPER', 'NOTEBOOK', 'INITS', 'FRACTIONS', 'SPEC', 'PRESETS', 'SEEDS', 'PAPER_RESULTS', 'CLAIMS', 'patchify',
-           'unpatchify', 'choose_targets', 'take', 'PatchNetwork', 'PositionEmbedding', 'AttentionPooling', 'Selfie',
-           'SelfieLoss', 'patch_accuracy', 'finetune_encoder', 'crop_flip', 'pretext_views', 'schedule', 'sgd', 'grid',
-           'run_name', 'check_params', 'load_data', 'build_model', 'selfie_loss', 'pretrain', 'finetune', 'tables',
-           'verdicts', 'accuracy_figure', 'report']
-
-# %% ../../nbs/03_selfie.ipynb #504d0cee
-def patchify(x: torch.Tensor, patch: int) -> torch.Tensor:
-    "Images (B, C, H, W) -> patches (B, N, C, p, p), N = (H/p)(W/p), row by row: patch r*(W/p)+c is row r, column c."
-    b, c, h, w = x.shape
-    if h % patch or w % patch: raise ValueError(f"patch size {patch} does not divide the image size {h} x {w}")
-    gh, gw = h // patch, w // patch
-    return x.reshape(b, c, gh, patch, gw, patch).permute(0, 2, 4, 1, 3, 5).reshape(b, gh * gw, c, patch, patch)
-
-def unpatchify(patches: torch.Tensor, grid) -> torch.Tensor:
-    "Patches (B, N, C, p, p) in `patchify`'s order on a `grid` (rows, cols), or g for g x g -> images (B, C, rows p, cols p)."
-    gh, gw = (grid, grid) if isinstance(grid, int) else grid
-    b, n, c, p, _ = patches.shape
-    if n != gh * gw: raise ValueError(f"{n} patches do not fill a {gh} x {gw} grid")
-    return patches.reshape(b, gh, gw, c, p, p).permute(0, 3, 1, 4, 2, 5).reshape(b, c, gh * p, gw * p)
-
-# %% ../../nbs/03_selfie.ipynb #cc563155
-def choose_targets(batch: int, n_patches: int, n_targets: int, generator: torch.Generator | None = None,
-                   device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    "Per image, `n_targets` target positions and the other (visible) positions: (B, k) and (B, N - k), sorted."
-    if not 0 < n_targets < n_patches: raise ValueError(f"n_targets must be in [1, {n_patches - 1}]; got {n_targets}")
-    order = torch.rand(batch, n_patches, generator=generator).argsort(1)
-    return order[:, :n_targets].sort(1).values.to(device), order[:, n_targets:].sort(1).values.to(device)
-
-def take(patches: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    "The patches (B, N, ...) at positions `idx` (B, m), per image -> (B, m, ...)."
-    return patches[torch.arange(len(idx), device=idx.device)[:, None], idx]
-
-# %% ../../nbs/03_selfie.ipynb #82cf4444
-class PatchNetwork(nn.Module):
-    """P: the stem and first three stages of ResNet-`depth` (paper: 50), run on every patch and average-pooled.
-    (B, N, 3, p, p) -> (B, N, dim), dim = 1024 for ResNet-50, 256 for ResNet-18/34. State-dict keys are those of
-    `ResNetEncoder` (`stem.*`, `layers.0-2.*`), so the weights load into a ResNet's first three blocks as they are."""
-    def __init__(self, depth: int = 50, cifar_stem: bool = True):
-        super().__init__()
-        r = ResNetEncoder(depth, cifar_stem)
-        self.depth, self.cifar_stem, self.dim = depth, cifar_stem, r.feat_dim // 2
-        self.stem, self.layers = r.stem, r.layers[:3]
-
-    def feature_map(self, patches: torch.Tensor) -> torch.Tensor:
-        return self.layers(self.stem(patches.flatten(0, 1)))
-
-    def forward(self, patches: torch.Tensor) -> torch.Tensor:
-        return self.feature_map(patches).mean((2, 3)).view(*patches.shape[:2], self.dim)
-
-# %% ../../nbs/03_selfie.ipynb #e2da2cf2
-class PositionEmbedding(nn.Module):
-    """Learned position vectors for a g x g grid: positions (...) -> (..., dim). `mode='full'`: one vector per position
-    (g*g*dim parameters); `'rowcol'`: a row vector plus a column vector (2*g*dim; the paper's 7 + 7 at 224 px)."""
-    def __init__(self, grid: int, dim: int, mode: str = 'full'):
-        super().__init__()
-        if mode not in ('full', 'rowcol'): raise ValueError(f"mode must be 'full' or 'rowcol'; got {mode!r}")
-        self.grid, self.mode = grid, mode
-        if mode == 'full': self.pos = nn.Embedding(grid * grid, dim)
-        else: self.row, self.col = nn.Embedding(grid, dim), nn.Embedding(grid, dim)
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        if self.mode == 'full': return self.pos(idx)
-        return self.row(idx // self.grid) + self.col(idx % self.grid)
-
-# %% ../../nbs/03_selfie.ipynb #8b2ef446
-class AttentionPooling(nn.Module):
-    """A: u, h_1', ..., h_n' = TransformerLayers(u0, h_1, ..., h_n); returns u. (B, n, dim) -> (B, dim).
-    Post-norm BERT layers (attention, FC-GELU-FC, dropout, residual, LayerNorm). Paper: 3 layers, dim 1024, ff 640, 32 heads."""
-    def __init__(self, dim: int = 1024, layers: int = 3, heads: int = 32, ff: int = 640, dropout: float = 0.1):
-        super().__init__()
-        if dim % heads: raise ValueError(f"heads ({heads}) must divide the hidden size {dim}")
-        self.u0 = nn.Parameter(torch.randn(dim))
-        layer = nn.TransformerEncoderLayer(dim, heads, ff, dropout, activation='gelu', batch_first=True, norm_first=False)
-        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
-
-    def _with_u0(self, h): return torch.cat([self.u0.expand(len(h), 1, -1).to(h.dtype), h], 1)
-    def forward(self, h: torch.Tensor) -> torch.Tensor: return self.encoder(self._with_u0(h))[:, 0]
-
-    @torch.no_grad()
-    def attention(self, h: torch.Tensor) -> torch.Tensor:
-        "The last layer's attention weights of u0 over the n patches, averaged over heads: (B, n)."
-        x = self._with_u0(h)
-        for layer in self.encoder.layers[:-1]: x = layer(x)
-        return self.encoder.layers[-1].self_attn(x, x, x, need_weights=True)[1][:, 0, 1:]
-
-# %% ../../nbs/03_selfie.ipynb #346ebdf7
-class Selfie(nn.Module):
-    """Selfie's pre-training network: P on patches, A over the visible ones, one query per target location.
-    forward(x (B, 3, S, S), targets (B, k), visible (B, N - k)) -> logits (B, k, k), logits[b, i, j] = v_i . h_j with
-    v_i = u + pos(targets[b, i]) and h_j = P(patch targets[b, j]); the right patch for location i is j = i.
-    `scaled_logits` divides by sqrt(dim) (ours; the paper's text has the plain dot product)."""
-    def __init__(self, image_size: int = 32, patch_size: int = 8, n_targets: int = 4, depth: int = 50, layers: int = 3,
-                 heads: int = 32, ff: int = 640, dropout: float = 0.1, positions: str = 'auto', cifar_stem: bool | None = None,
-                 scaled_logits: bool = True):
-        super().__init__()
-        if image_size % patch_size: raise ValueError(f"patch_size {patch_size} does not divide image_size {image_size}")
-        self.patch_size, self.grid = patch_size, image_size // patch_size
-        self.n_patches, self.n_targets = self.grid ** 2, n_targets
-        if not 0 < n_targets < self.n_patches: raise ValueError(f"n_targets must be in [1, {self.n_patches - 1}]; got {n_targets}")
-        self.P = PatchNetwork(depth, image_size <= 64 if cifar_stem is None else cifar_stem)
-        self.A = AttentionPooling(self.P.dim, layers, heads, ff, dropout)
-        mode = positions if positions != 'auto' else ('full' if self.grid <= 4 else 'rowcol')
-        self.pos = PositionEmbedding(self.grid, self.P.dim, mode)
-        self.logit_scale = self.P.dim ** -0.5 if scaled_logits else 1.0
-
-    def encode(self, patches, visible):
-        "u (B, dim) from the visible patches only."
-        return self.A(self.P(take(patches, visible)) + self.pos(visible))
-
-    def forward(self, x: torch.Tensor, targets: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
-        patches = patchify(x, self.patch_size)
-        u, h = self.encode(patches, visible), self.P(take(patches, targets))
-        v = u[:, None] + self.pos(targets)
-        return self.logit_scale * v @ h.transpose(1, 2)
-
-# %% ../../nbs/03_selfie.ipynb #0d11ed80
-class SelfieLoss(nn.Module):
-    r"""Selfie's patch-classification loss (Trinh et al. 2019, sec. 3; CPC's loss with distractors from the same image):
-        loss = -1/(B k) sum_b sum_i log( exp(l[b, i, i]) / sum_j exp(l[b, i, j]) ),
-    l = logits (B, k, k) from `Selfie`, l[b, i, j] = v_i . h_j; -> scalar. Computed in float32."""
-    def forward(self, logits: torch.Tensor) -> torch.Tensor:
-        if logits.ndim != 3 or logits.shape[1] != logits.shape[2]:
-            raise ValueError(f"SelfieLoss needs logits of shape (B, k, k); got {tuple(logits.shape)}")
-        b, k, _ = logits.shape
-        return F.cross_entropy(logits.float().reshape(b * k, k), torch.arange(k, device=logits.device).repeat(b))
-
-def patch_accuracy(logits: torch.Tensor) -> float:
-    "Share of target locations whose highest logit is their own patch (the diagonal)."
-    return (logits.argmax(-1) == torch.arange(logits.shape[-1], device=logits.device)).float().mean().item()
-
-# %% ../../nbs/03_selfie.ipynb #32d62bf5
-def finetune_encoder(P: PatchNetwork | None, depth: int = 50, cifar_stem: bool = True) -> ResNetEncoder:
-    "ResNet-`depth` for full images: stem and layer1..3 copied from `P` (or random when None), layer4 freshly initialised."
-    if P is not None: depth, cifar_stem = P.depth, P.cifar_stem
-    enc = ResNetEncoder(depth, cifar_stem)
-    if P is not None:
-        missing, unexpected = enc.load_state_dict(P.state_dict(), strict=False)
-        if unexpected or not all(k.startswith('layers.3.') for k in missing): raise RuntimeError(f"P does not fit: {unexpected or missing}")
-    return enc
-
-# %% ../../nbs/03_selfie.ipynb #7de2a0db
-def crop_flip(image_size: int, padding: int = 4) -> nn.Module:
-    "Fine-tuning views: random crop of `image_size` after zero padding by `padding` px, and a flip; [0, 1] (B, 3, S, S)."
-    return nn.Sequential(K.RandomCrop((image_size, image_size), padding=padding), K.RandomHorizontalFlip())
-
-def pretext_views(image_size: int) -> nn.Module:
-    "Pre-training views: a random resized crop (25-100 % of the area) and a flip; no padding, no colour changes."
-    return augment(image_size, scale=(0.25, 1.0), p_jitter=0.0, p_gray=0.0)
-
-def schedule(steps: int, n_evals: int) -> tuple[int, int]:
-    "(steps per pass, passes): `n_evals` passes of equal length covering at least `steps` steps."
-    per = math.ceil(steps / n_evals)
-    return per, math.ceil(steps / per)
-
-def sgd(params, lr: float, cfg: dict) -> torch.optim.SGD:
-    "The paper's optimiser: SGD, Nesterov momentum, weight decay."
-    return torch.optim.SGD(params, lr=lr, momentum=cfg['momentum'], nesterov=True, weight_decay=cfg['weight_decay'])
+__all__ = ['PAPER', 'NOTEBOOK', 'INITS', 'FRACTIONS', 'SPEC', 'PRESETS', 'SEEDS', 'PAPER_RESULTS', 'CLAIMS', 'grid', 'run_name',
+           'check_params', 'load_data', 'build_model', 'selfie_loss', 'pretrain', 'finetune', 'tables', 'verdicts',
+           'accuracy_figure', 'report']
 
 # %% ../../nbs/03_selfie.ipynb #876510e9
 PAPER, NOTEBOOK = 'selfie', 'nbs/03_selfie.ipynb'
