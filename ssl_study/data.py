@@ -17,8 +17,8 @@ from tqdm.auto import tqdm
 
 # %% auto #0
 __all__ = ['data_root', 'DatasetNotFoundError', 'get_targets', 'LabelMap', 'Transformed', 'InMemory', 'stratified_subset',
-           'stratified_split', 'num_classes', 'DataError', 'CorruptImageError', 'open_image', 'image_files',
-           'verify_images', 'check_split_classes', 'JointSegTransform', 'joint_seg_transform']
+           'stratified_split', 'num_classes', 'DataError', 'CorruptImageError', 'open_image', 'FixedImageFolder',
+           'image_files', 'verify_images', 'check_split_classes', 'JointSegTransform', 'joint_seg_transform']
 
 # %% ../nbs/core/00_data.ipynb #79dc382c
 def data_root(root: str | os.PathLike | None = None) -> Path:
@@ -256,6 +256,16 @@ def open_image(path, mode: str | None = None, draft: bool = False) -> Image.Imag
 def _rgb_image(path) -> Image.Image:
     "The RGB image at `path` (the loader of our image-folder datasets)."
     return open_image(path, 'RGB')
+
+# %% ../nbs/core/00_data.ipynb #dae3d72c
+class FixedImageFolder(tvd.ImageFolder):
+    "An `ImageFolder` whose class list is given (the same ids in every split); a class without its folder is named."
+    def __init__(self, root, classes, **kw): self._fixed = list(classes); super().__init__(root, **kw)
+    def find_classes(self, directory):
+        if missing := [c for c in self._fixed if not (Path(directory) / c).is_dir()]:
+            raise FileNotFoundError(f"no folder for class(es) {', '.join(map(repr, missing))} in {directory}: every split needs "
+                                    f"all {len(self._fixed)} classes (ids follow the class list, not the folders present)")
+        return self._fixed, {c: i for i, c in enumerate(self._fixed)}
 
 # %% ../nbs/core/00_data.ipynb #d9aec384
 _FILE_ATTRS = ('samples', 'imgs', '_image_files', '_images', 'images')

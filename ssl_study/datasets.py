@@ -13,11 +13,11 @@ from PIL import Image
 from torch.utils.data import Dataset, Subset
 import torchvision.datasets as tvd
 import torchvision.transforms as T
-from .data import (DataError, DatasetNotFoundError, Transformed, _rgb_image, data_root, open_image, stratified_split)
+from .data import (DataError, FixedImageFolder, DatasetNotFoundError, Transformed, _rgb_image, data_root, open_image, stratified_split)
 
 # %% auto #0
 __all__ = ['DATASETS', 'CIFAR10_CLASSES', 'DatasetInfo', 'dataset_info', 'how_to_get', 'check_dataset', 'load_dataset',
-           'have_dataset', 'FixedImageFolder', 'TinyImageNet', 'DAVIS']
+           'have_dataset', 'TinyImageNet', 'DAVIS']
 
 # %% ../nbs/core/00a_datasets.ipynb #fdc3584e
 @dataclass
@@ -128,15 +128,6 @@ def _load_cifar10(root: Path, split: str, transform=None, target_transform=None,
     return FixedImageFolder(str(tree), classes, transform=transform, target_transform=target_transform, loader=_rgb_image)
 
 CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
-
-class FixedImageFolder(tvd.ImageFolder):
-    "An `ImageFolder` whose class list is given (the same ids in every split); a class without its folder is named."
-    def __init__(self, root, classes, **kw): self._fixed = list(classes); super().__init__(root, **kw)
-    def find_classes(self, directory):
-        if missing := [c for c in self._fixed if not (Path(directory) / c).is_dir()]:
-            raise FileNotFoundError(f"no folder for class(es) {', '.join(map(repr, missing))} in {directory}: every split needs "
-                                    f"all {len(self._fixed)} classes (ids follow the class list, not the folders present)")
-        return self._fixed, {c: i for i, c in enumerate(self._fixed)}
 
 _CIFAR_FILES = tuple(f'data_batch_{i}' for i in range(1, 6)) + ('test_batch', 'batches.meta')
 DATASETS['cifar10'] = DatasetInfo(
