@@ -329,3 +329,30 @@ def test_pretrain_on_two_cpu_processes_fills_the_entry_one_device_reads(outputs)
     assert np.isfinite(r2['history'][0]['loss'])
     r1, hit1 = ss.pretrain_encoder({**cfg, 'devices': 1}, data, device='cpu')
     assert hit1 and all(torch.equal(r1['state'][k], r2['state'][k]) for k in r2['state'])
+
+
+# --- declared claims ------------------------------------------------------------------------------------------------
+
+def test_declared_claims_exactly_one_primary_and_the_papers_own():
+    import ssl_study.papers.simsiam as ps
+    assert [c.id for c in ps.CLAIMS if c.primary] == ['simsiam-beats-none']
+    assert not any('least' in c.id for c in ps.CLAIMS)                   # contradicted by the paper's own Table 2
+    assert {f'pretraining-helps-{b}' for b in ps.BACKBONES} | {'random-beats-none', 'simsiam-beats-random', 'transformers-below-cnns'} \
+        <= {c.id for c in ps.CLAIMS}
+    assert ps.CLAIMS[0].underpowered and ps.PAPER_RESULTS['table3'] is None       # declared before the runs; Table 3 not guessed
+
+
+def test_judge_on_a_hand_made_table():
+    "Paired by seed, by hand: gap = mean of per-seed differences, CI half-width t(0.975, n-1) sd / sqrt(n)."
+    import pandas as pd
+    from scipy import stats
+    import ssl_study.papers.simsiam as ps
+    acc = dict(simsiam=[61.0, 63.5, 60.2], none=[58.0, 59.0, 58.9], random=[60.5, 58.0, 59.5])
+    df = pd.DataFrame([dict(status='done', dataset='cifar10', backbone='resnet18', init=i, seed=s, test_acc=v[s])
+                       for i, v in acc.items() for s in range(3)])
+    t = ps.verdicts(df).set_index('id')
+    d = np.array(acc['simsiam']) - np.array(acc['none'])                 # 3.0, 4.5, 1.3
+    half = stats.t.ppf(0.975, 2) * d.std(ddof=1) / np.sqrt(3)
+    assert np.isclose(t.gap['simsiam-beats-none'], d.mean()) and np.isclose(t.hi['simsiam-beats-none'], d.mean() + half)
+    assert t.verdict['simsiam-beats-none'] == ('holds' if d.mean() - half > 0 else 'inconclusive')
+    assert t.verdict['transformers-below-cnns'] == 'not run'

@@ -12,8 +12,9 @@ from ..views import TwoViews, augment
 
 # %% auto #0
 __all__ = ['LOSSES', 'DAVIS_ANIMALS', 'STEMS', 'paper_views', 'ntxent_targets', 'authors_nt_xent', 'AuthorsNTXentLoss',
-           'contrastive_loss', 'temporal_weights', 'VideoSimCLRLoss', 'frame_tuples', 'davis_frames', 'temporal_step',
-           'stem_encoder', 'SimCLRNet', 'SegDecoder', 'SegNet', 'warmup_restarts', 'schedule_lrs']
+           'contrastive_loss', 'temporal_weights', 'VideoSimCLRLoss', 'frame_tuples', 'tuple_negatives',
+           'masked_nt_xent', 'repeated_frames', 'davis_frames', 'temporal_step', 'stem_encoder', 'SimCLRNet',
+           'SegDecoder', 'SegNet', 'warmup_restarts', 'schedule_lrs']
 
 # %% ../../nbs/01a_simclr_method.ipynb #71307a87
 def paper_views(image_size: int) -> TwoViews:
@@ -74,18 +75,20 @@ def _check_weights(weights, p) -> torch.Tensor:
 # %% ../../nbs/01a_simclr_method.ipynb #3c645257
 class VideoSimCLRLoss(nn.Module):
     r"""The report's temporal SimCLR loss over an anchor frame and the next p frames of the same video:
-        loss = sum_{i=1..p} lambda_i NT-Xent(z0, zi),  lambda_i in [0, 1], sum_i lambda_i = 1,
-    `weights` (normalised here) or `p` (then lambda_i = i / sum_j j: more weight further from the anchor).
-    Shapes: z0 (B, D) anchors, zs (B, p, D) their next p frames -> scalar. NT-Xent at `temperature`."""
+        loss = sum_{i=1..p} lambda_i NT-Xent(z0, zi),  lambda_i in [0, 1] (normalised here to sum to 1: ours),
+    `weights` or `p` (then lambda_i = i / sum_j j: more weight further from the anchor).
+    Shapes: z0 (B, D) anchors, zs (B, p, D) their next p frames -> scalar. NT-Xent at `temperature`.
+    `frames` (B, p+1), the tuples' frame ids: a frame of a row's own tuple is never one of its negatives."""
     def __init__(self, weights=None, p: int | None = None, temperature: float = 0.5):
         super().__init__()
         self.register_buffer('weights', _check_weights(weights, p))
         self.p, self.ntxent = len(self.weights), NTXentLoss(temperature)
-
-    def forward(self, z0: torch.Tensor, zs: torch.Tensor) -> torch.Tensor:
+    def forward(self, z0: torch.Tensor, zs: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
         if zs.ndim != 3 or zs.shape[1] != self.p or zs.shape[0] != len(z0):
             raise ValueError(f"VideoSimCLRLoss(p={self.p}) needs z0 (B, D) and zs (B, {self.p}, D); got {tuple(z0.shape)}, {tuple(zs.shape)}")
-        return sum(w * self.ntxent(z0, zs[:, i]) for i, w in enumerate(self.weights))
+        if frames is None: return sum(w * self.ntxent(z0, zs[:, i]) for i, w in enumerate(self.weights))
+        t = self.ntxent.temperature
+        return sum(w * masked_nt_xent(z0, zs[:, i], tuple_negatives(frames, i + 1), t) for i, w in enumerate(self.weights))
 
 # %% ../../nbs/01a_simclr_method.ipynb #b3cda0d3
 def frame_tuples(videos, p: int, k: int = 1) -> torch.Tensor:
@@ -98,6 +101,34 @@ def frame_tuples(videos, p: int, k: int = 1) -> torch.Tensor:
         idx = np.arange(a, b, k)
         out += [idx[j:j + p + 1] for j in range(len(idx) - p)]
     return torch.as_tensor(np.array(out, dtype=np.int64).reshape(-1, p + 1))
+
+# %% ../../nbs/01a_simclr_method.ipynb #d5a4366f
+def tuple_negatives(frames: torch.Tensor, i: int) -> torch.Tensor:
+    "(2B, 2B) bool: for NT-Xent(z0, zi) over rows [anchors; frame i], True where column c's frame is in row r's own tuple (not the positive)."
+    b = len(frames)
+    ids = torch.cat([frames[:, 0], frames[:, i]])                     # the frame of each of the 2B rows / columns
+    own = frames.repeat(2, 1)                                          # the tuple of each row
+    out = (ids[None, :, None] == own[:, None, :]).any(-1)
+    r = torch.arange(2 * b, device=frames.device)
+    out[r, (r + b) % (2 * b)] = False                                  # the positive stays
+    return out
+
+def masked_nt_xent(z1: torch.Tensor, z2: torch.Tensor, exclude: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+    "NT-Xent of z1, z2 (N, D) with the columns `exclude` (2N, 2N) left out of each row's negatives (and the self-pair)."
+    u = F.normalize(torch.cat([z1, z2]), dim=1)
+    n = len(z1); drop = exclude | torch.eye(2 * n, dtype=torch.bool, device=u.device)
+    logits = (u @ u.T / temperature).masked_fill(drop, float('-inf'))
+    return F.cross_entropy(logits, ntxent_targets(n, device=u.device))
+
+def repeated_frames(frames: torch.Tensor, masked: bool = False) -> tuple[int, int]:
+    "(positive pairs (anchor, frame i) whose positive frame is again among the anchor's negatives, all positive pairs) of one batch."
+    b, q = frames.shape; hit = 0
+    for i in range(1, q):
+        ids = torch.cat([frames[:, 0], frames[:, i]])
+        neg = ~torch.eye(2 * b, dtype=torch.bool)[:b]; neg[torch.arange(b), torch.arange(b) + b] = False   # the anchors' rows
+        if masked: neg &= ~tuple_negatives(frames, i)[:b]
+        hit += int(((ids[None, :] == frames[:, i, None]) & neg).any(1).sum())
+    return hit, b * (q - 1)
 
 # %% ../../nbs/01a_simclr_method.ipynb #8e0678ac
 DAVIS_ANIMALS = ('blackswan', 'camel', 'cows', 'dog', 'goat', 'horsejump-high', 'libby')
@@ -114,12 +145,13 @@ def davis_frames(image_size: int, sequences: str = 'animals', root=None) -> tupl
 
 # %% ../../nbs/01a_simclr_method.ipynb #deb5a835
 def temporal_step(aug: nn.Module, loss_fn: VideoSimCLRLoss, prep=None):
-    "`step(model, (clips,))`: clips (B, p+1, 3, H, W), each frame augmented on its own (then `prep`), `loss_fn(z_anchor, z_next)`."
+    """`step(model, (clips,) or (clips, frames))`: clips (B, p+1, 3, H, W), each frame augmented on its own (then `prep`),
+    `loss_fn(z_anchor, z_next, frames)`; `frames` (B, p+1), the tuples' frame ids, keeps a tuple's frames out of its negatives."""
     def step(model, batch):
         clips = batch[0]; b, q = clips.shape[:2]
         x = aug(clips.flatten(0, 1))
         z = model(prep(x) if prep is not None else x).float().view(b, q, -1)
-        return loss_fn(z[:, 0], z[:, 1:])
+        return loss_fn(z[:, 0], z[:, 1:], batch[1] if len(batch) > 1 else None)
     return step
 
 # %% ../../nbs/01a_simclr_method.ipynb #1ddc44b2
