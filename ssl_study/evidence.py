@@ -17,9 +17,11 @@ __all__ = ['EVIDENCE_SCALES', 'write_verdicts', 'flag_stale', 'results_section',
 
 # %% ../nbs/core/07b_evidence.ipynb #78b95b90
 def write_verdicts(mod, df: pd.DataFrame, folder: Path) -> pd.DataFrame | None:
-    "Judge the paper's declared `CLAIMS` on its runs: verdicts.md, verdicts.csv and summary.png (a forest plot) in `folder`."
+    """Judge the paper's declared `CLAIMS` on its runs: verdicts.md, verdicts.csv and summary.png (a forest plot) in `folder`.
+    A paper whose claims compare derived rows (Selfie's per-seed gains) gives `claims_frame(df)`: the runs plus those rows."""
     if not getattr(mod, 'CLAIMS', None): return None
-    t = judge(mod.CLAIMS, df[df.status == 'done'] if 'status' in df else df)
+    done, frame = df[df.status == 'done'] if 'status' in df else df, getattr(mod, 'claims_frame', None)
+    t = judge(mod.CLAIMS, frame(done) if frame else done)
     write_text(folder / 'verdicts.md', verdicts_markdown(t)); write_text(folder / 'verdicts.csv', t.to_csv(index=False))
     fig = verdict_figure(t, f"{mod.PAPER}: our gaps (95% interval, Holm for the secondary claims) beside the paper's")
     save_fig(fig, folder / 'summary.png'); plt.close(fig)

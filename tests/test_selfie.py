@@ -165,3 +165,70 @@ def test_papermill_bad_patch_size_stops_before_any_work(tmp_path):
     assert 'patch_size 7 does not divide image_size 32' in r.stdout + r.stderr
     assert not out.exists() or not [p for p in out.rglob('*') if p.is_file()]
 
+
+# --- pre-training per seed, and the declared claims ----------------------------------------------------------
+
+def test_each_seed_pretrains_once_and_its_fractions_share_it(monkeypatch):
+    "The cache key holds the run's seed (pretrain_seed None): seeds never share a pre-training, fractions of one seed do."
+    keys = []
+    monkeypatch.setattr(sf, 'pretrained', lambda paper, settings, train, data: keys.append(settings) or ({'state': None, 'history': []}, True))
+    imgs = torch.zeros(4, 3, 32, 32, dtype=torch.uint8)
+    for scale in ('smoke', 'gpu'):
+        keys.clear()
+        for g in sf.grid(scale): sf.pretrain(sf.check_params(scale, **g)[1], imgs, None)
+        by_seed = {}
+        for g, k in zip(sf.grid(scale), keys): by_seed.setdefault((g['dataset'], g['seed']), []).append(k)
+        assert all(len({repr(sorted(k.items())) for k in ks}) == 1 for ks in by_seed.values())       # one pre-training per seed
+        seeds = {(d, s): ks[0]['pretrain_seed'] for (d, s), ks in by_seed.items()}
+        assert all(v == s for (_, s), v in seeds.items())
+    assert sf.pretraining_seed(dict(seed=3, pretrain_seed=None)) == 3 and sf.pretraining_seed(dict(seed=3, pretrain_seed=0)) == 0
+
+
+def test_cpu_grid_starts_with_the_primary_pair_and_fits_its_budget():
+    g = sf.grid('cpu')
+    prim = sf.CLAIMS[0]
+    assert prim.primary and [(r['init'], r['seed']) for r in g[:4]] == [('selfie', 0), ('supervised', 0), ('selfie', 1), ('supervised', 1)]
+    cfgs = [sf.check_params('cpu', **r)[1] for r in g]
+    assert all(c['dataset'] == prim.a['dataset'] and c['fraction'] == prim.a['fraction'] for c in cfgs)
+    c = sf.PRESETS['cpu']      # 13 ms per image: the Selfie run (pre-training + fine-tuning) within 30 minutes
+    assert (c['pretrain_steps'] + c['finetune_steps']) * c['batch_size'] * 13e-3 < 30 * 60
+
+
+def test_claims_declared_once_with_exactly_one_primary():
+    from ssl_study.claims import check_claims
+    assert check_claims(sf.CLAIMS) is sf.CLAIMS and sum(c.primary for c in sf.CLAIMS) == 1
+    ids = {c.id: c for c in sf.CLAIMS}
+    assert ids['tiny-gain-5pct'].primary and ids['tiny-gain-5pct'].effect == pytest.approx(18.3 - 13.1)
+    assert ids['spread-shrinks'].kind == 'spread' and ids['spread-shrinks'].expect == 'less'
+    assert ids['largest-at-few-labels'].a['fraction'] == 0.05       # the label point, declared before the runs
+    assert all(c.underpowered for c in sf.CLAIMS if not c.primary)
+    assert not hasattr(sf, 'verdict_table') and 'std ratio' not in ' '.join(c.sentence for c in sf.CLAIMS)
+
+
+def test_verdicts_on_a_hand_made_table_match_the_hand_computed_interval():
+    "Primary: per-seed gains 2, 4, 6 -> mean 4, sd 2, 95% CI 4 -+ t(.975, 2) 2 / sqrt 3 = [-0.97, 8.97]: inconclusive; gains 4, 5, 6 hold."
+    import pandas as pd
+    from scipy import stats
+    def rows(gains, ds='tiny_imagenet', f=0.05):
+        return [dict(status='done', dataset=ds, fraction=f, init=i, seed=s, test_acc=10.0 + s + g * (i == 'selfie'))
+                for s, g in enumerate(gains) for i in sf.INITS]
+    t = stats.t.ppf(0.975, 2)
+    v = sf.verdicts(pd.DataFrame(rows((2, 4, 6)))).set_index('id')
+    assert v.verdict['tiny-gain-5pct'] == 'inconclusive'
+    assert v.lo['tiny-gain-5pct'] == pytest.approx(4 - t * 2 / math.sqrt(3)) and v.hi['tiny-gain-5pct'] == pytest.approx(4 + t * 2 / math.sqrt(3))
+    v = sf.verdicts(pd.DataFrame(rows((4, 5, 6)) + rows((1, 1.5, 2), f=1.0))).set_index('id')
+    assert v.verdict['tiny-gain-5pct'] == 'holds' and v.lo['tiny-gain-5pct'] == pytest.approx(5 - t / math.sqrt(3))
+    # largest at few labels: gain differences 3, 3.5, 4 per seed (sd 0.5); the only tested secondary, so Holm leaves it at 5%
+    assert v.verdict['largest-at-few-labels'] == 'holds' and v.gap['largest-at-few-labels'] == pytest.approx(3.5)
+    assert v.lo['largest-at-few-labels'] == pytest.approx(3.5 - t * 0.5 / math.sqrt(3))
+    assert v.verdict['cifar-gain-8pct'] == 'not run'
+
+
+def test_spread_claim_is_brown_forsythe_not_a_ratio():
+    "An sd ratio of 2 over 3 seeds each is above 1 but far from significant: inconclusive (the old rule said holds)."
+    import pandas as pd
+    from scipy import stats
+    df = pd.DataFrame([dict(status='done', dataset='cifar10', fraction=0.08, init=i, seed=s, test_acc=50 + (s - 1) * (2 if i == 'supervised' else 1))
+                       for s in range(3) for i in sf.INITS])
+    v = sf.verdicts(df).set_index('id')
+    assert stats.levene([-1, 0, 1], [-2, 0, 2], center='median').pvalue > 0.05 and v.verdict['spread-shrinks'] == 'inconclusive'
