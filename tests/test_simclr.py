@@ -270,12 +270,12 @@ def test_judge_on_a_hand_made_table():
             for src, v in (('none', none), ('cifar10', cifar), ('davis_frames', frames), ('davis_temporal', temporal),
                            ('tiny_animals', animals)) for s in range(3)]
     t = sc.verdicts(pd.DataFrame(rows)).set_index('id')
-    d = np.array(cifar) - np.array(none)                                  # +0.05, +0.06, +0.03
+    d = 100 * (np.array(cifar) - np.array(none))                          # +5, +6, +3 points (the claims read %)
     half = stats.t.ppf(0.975, 2) * d.std(ddof=1) / np.sqrt(3)
     assert np.isclose(t.gap['pretraining-beats-baseline'], d.mean()) and np.isclose(t.lo['pretraining-beats-baseline'], d.mean() - half)
     assert t.verdict['pretraining-beats-baseline'] == ('holds' if d.mean() - half > 0 else 'inconclusive') == 'holds'
-    # video (mean of frames and temporal) minus images (mean of cifar10 and animals), per seed: -0.035, -0.035, -0.025
-    dv = (np.array(frames) + np.array(temporal)) / 2 - (np.array(cifar) + np.array(animals)) / 2
+    # video (mean of frames and temporal) minus images (mean of cifar10 and animals), per seed: -3.5, -3.5, -2.5 points
+    dv = 100 * ((np.array(frames) + np.array(temporal)) / 2 - (np.array(cifar) + np.array(animals)) / 2)
     assert np.isclose(t.gap['video-worse-at-1pct'], dv.mean())
     assert t.verdict['animals-beat-cifar-with-more-data'] == 'not run' and t.verdict['same-at-100pct'] == 'untestable'
     assert t.level['pretraining-beats-baseline'] == 0.05 and t.level['video-worse-at-1pct'] < 0.05   # Holm for the secondaries
