@@ -278,8 +278,9 @@ def report(scale: str, papers) -> pd.DataFrame:
         try:
             paper_module(p).report(sub, outputs_root() / scale / p)
             write_verdicts(paper_module(p), sub, outputs_root() / scale / p)
-            if scale in EVIDENCE_SCALES:                 # committed evidence keeps small figures
-                for d in (outputs_root() / scale / p).iterdir(): d.is_dir() and shrink_figures(d)
+            if scale in EVIDENCE_SCALES:                 # committed evidence keeps small figures: the paper's and its runs'
+                folder = outputs_root() / scale / p
+                for d in (folder, *folder.iterdir()): d.is_dir() and shrink_figures(d)
             flag_stale(sub, p, outputs_root() / scale / p)
         except Exception as e:
             errors.append(f"{p}: {type(e).__name__}: {e}"); print(f"{p}: writing the report failed: {type(e).__name__}: {e}", file=sys.stderr)
