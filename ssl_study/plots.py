@@ -9,7 +9,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 # %% auto #0
-__all__ = ['save_fig', 'plot_history', 'image_grid', 'image_rows', 'verdict_figure']
+__all__ = ['save_fig', 'plot_history', 'image_grid', 'image_rows', 'verdict_figure', 'bar_table']
 
 # %% ../nbs/core/04_plots.ipynb #6c492c95
 def save_fig(fig, path, dpi: int = 120) -> Path:
@@ -81,4 +81,19 @@ def verdict_figure(table, title: str = ''):
     ax.set_yticks(y, [f"{r.id}{' (primary)' if r.primary else ''}: {r.verdict}" for r in table.itertuples()], fontsize=8)
     ax.set_xlabel("gap between the claim's arms (a - b): ours with its interval (dots), the paper's (x)")
     ax.set_title(title, fontsize=9); ax.grid(alpha=0.3, axis='x'); fig.tight_layout()
+    return fig
+
+# %% ../nbs/core/04_plots.ipynb #f4b748cb
+def bar_table(table, title: str, ylabel: str, xlabel: str = '', reference: float | None = None, ref_label: str = '', ylim=(0, 100)):
+    "Grouped bars of a table of 'mean ± std' strings (rows: series, columns: groups); error bars where a cell has a spread."
+    import numpy as np
+    num = table.map(lambda s: float(str(s).split(' ')[0]) if s == s and s != '–' else np.nan)
+    err = table.map(lambda s: float(str(s).split('± ')[1]) if isinstance(s, str) and '±' in s else 0.0)
+    spread = bool(err.values.any())
+    fig, ax = plt.subplots(figsize=(1.2 + 1.3 * len(num.columns), 3))
+    num.T.plot.bar(yerr=err.T if spread else None, ax=ax, rot=0, capsize=2 if spread else 0, width=0.8)
+    if reference is not None: ax.axhline(reference, color='k', ls='--', lw=1, label=ref_label)
+    ax.set_ylabel(ylabel); ax.set_xlabel(xlabel); ax.set_ylim(*ylim); ax.grid(alpha=.3, axis='y')
+    ax.set_title(title + ('; error bars: std over seeds' if spread else '; one seed (n = 1): no error bars'), fontsize=9)
+    ax.legend(fontsize=6, ncol=2, loc='lower right')
     return fig

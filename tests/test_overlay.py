@@ -5,6 +5,7 @@ import torchvision.transforms as T
 import torchvision.transforms.functional as TF
 from torch.utils.data import TensorDataset
 import ssl_study.papers.overlay as ov
+import ssl_study.papers.overlay_method as om
 import ssl_study.autoaugment as aa_mod
 from ssl_study.models import ResNetAutoencoder
 from ssl_study.runs import ParamError
@@ -55,7 +56,7 @@ def test_overlay_rejects_alpha_when_built(alpha):
 def test_overlay_checks_alpha_once_not_per_batch(monkeypatch):
     corrupt = ov.Overlay(0.3)
     def boom(*a, **k): raise AssertionError('alpha re-checked on a batch')
-    monkeypatch.setattr(ov, 'check_number', boom)
+    monkeypatch.setattr(om, 'check_number', boom)       # the method module checks alpha
     corrupt(torch.rand(4, 3, 4, 4)); corrupt(torch.rand(4, 3, 4, 4))
 
 
@@ -331,7 +332,10 @@ def test_cpu_grid_starts_with_the_primary_pair():
     prim = [c for c in ov.CLAIMS if c.primary]
     assert len(prim) == 1 and prim[0].id == 'overlay-beats-supervised'
     assert ov.grid('cpu')[:4] == [dict(prim[0].a, seed=0), dict(prim[0].b, seed=0), dict(prim[0].a, seed=1), dict(prim[0].b, seed=1)]
-    assert all(c.underpowered for c in ov.CLAIMS if not c.primary)
+    under = {c.id for c in ov.CLAIMS if c.underpowered}
+    assert under == {c.id for c in ov.CLAIMS if not c.primary and c.id != 'overlay-beats-autoaugment'}
+    arms = {(g.get('corruption'), g.get('alpha')) for g in ov.grid('cpu')}     # every cpu arm backs a claim; no masking arm at cpu
+    assert arms == {('overlay', a) for a in ov.ALPHAS} | {('none', None), ('autoaugment', None)}
 
 
 def _runs(arms, seeds=(0, 1, 2), metric='finetune_final_acc'):

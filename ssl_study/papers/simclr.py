@@ -237,8 +237,7 @@ def grid(scale: str) -> list[dict]:
     return [dict(g, **pt, seed=sd, **once(pt)) for g, sds in groups for sd in sds for pt in points]
 
 def cpu_grid() -> list[dict]:
-    """The `cpu` evidence at 37 images: the primary's pair at seeds 0 and 1 first (the pilot), then at its other seeds,
-    then the other sources at `CPU_SECONDARY_SEEDS`. The 347-image runs (9 min each) are left to `gpu` and `paper`."""
+    "The `cpu` evidence at 37 images: the primary's pair at every seed (the pilot first), the other sources at theirs."
     few = LABEL_POINTS[1]; run = lambda s, sd: dict(source=s, **few, seed=sd)
     pair = [run(s, sd) for sd in SEEDS['cpu'] for s in ('none', 'cifar10')]
     return pair + [run(s, sd) for s in ('tiny_animals', 'davis_frames', 'davis_temporal') for sd in CPU_SECONDARY_SEEDS]
@@ -252,11 +251,9 @@ def _sources(names, point=_FEW):
     "An arm of several sources: per seed their mean, at the seeds where every one of them ran."
     def arm(df):
         m = df.source.isin(names) & (df.stem == 'modified') & (df.loss == 'correct') & (df.label_point == point)
-        full = df[m].groupby('seed').source.nunique() == len(names) if 'seed' in df else pd.Series(dtype=bool)
-        return m & df['seed'].map(full).fillna(False).astype(bool) if 'seed' in df else m
+        return m & df.seed.map(df[m].groupby('seed').source.nunique() == len(names)).fillna(False).astype(bool)
     return arm
-_CPU = ("at cpu: 3 seeds (the primary's 6 go first); the pilot's spread (sd 1.37 points) puts the minimal detectable "
-        "effect of 3 seeds at about 4 points, above the declared 2")
+_CPU = "at cpu: 3 seeds (the primary's 6 go first); with the pilot's sd of 1.37 points 3 seeds detect about 4, not the declared 2"
 _FIG2 = "Fig. 2 (a bar chart; no numbers in the text)"
 CLAIMS = check_claims([
     Claim('pretraining-beats-baseline', f'"pre-training beats training from scratch, most of all with few labels": CIFAR-10 vs none at {_FEW} (the report\'s 1%)',
@@ -264,9 +261,9 @@ CLAIMS = check_claims([
     *[Claim(f'{k}-beat-baseline', f'every SimCLR source beats the baseline: {s} vs none at {_FEW}', _arm(s), _arm('none'), paper=_FIG2,
             underpowered=_CPU, **_ACC) for k, s in (('animals', 'tiny_animals'), ('frames', 'davis_frames'), ('temporal', 'davis_temporal'))],
     Claim('video-worse-at-1pct', f'"the video methods do worse at 1%": video sources (mean) vs image sources (mean) at {_FEW}',
-          _sources(('davis_frames', 'davis_temporal')), _sources(('cifar10', 'tiny_animals')), expect='less', paper=_FIG2,
-          underpowered=_CPU, **_ACC),
-    Claim('animals-beat-cifar-with-more-data', f'animal images beat CIFAR-10 "as soon as we have more data": at 347 images (our 100%: about the report\'s 10%)',
+          _sources(('davis_frames', 'davis_temporal')), _sources(('cifar10', 'tiny_animals')), expect='less', underpowered=_CPU,
+          paper=_FIG2, **_ACC),
+    Claim('animals-beat-cifar-with-more-data', 'animal images beat CIFAR-10 "as soon as we have more data": at 347 images (our 100%: about the report\'s 10%)',
           _arm('tiny_animals', _MORE), _arm('cifar10', _MORE), paper=_FIG2, **_ACC,
           underpowered='not in the cpu grid (a 347-image fine-tuning takes 9 minutes there); the gpu and paper grids run it'),
     Claim('modified-stem-matters', f'the modified stem matters: CIFAR-10 pre-training, modified vs stock stem at {_FEW}',
@@ -325,8 +322,7 @@ def _variant(r) -> str:
 
 def _done(df: pd.DataFrame) -> pd.DataFrame: return df[df.status == 'done'] if 'status' in df else df
 
-def claims_frame(df: pd.DataFrame) -> pd.DataFrame:
-    "The runs as the claims read them: pixel accuracy in % (`pixel_pct`), so that gaps and intervals read in points."
+def claims_frame(df: pd.DataFrame) -> pd.DataFrame:   # the claims read pixel accuracy in %: gaps and intervals in points
     return df.assign(pixel_pct=100 * df.pixel_acc) if 'pixel_acc' in df else df
 
 def verdicts(df: pd.DataFrame) -> pd.DataFrame:
@@ -399,20 +395,10 @@ def background_acc(image_size: int, test_n: int | None = None) -> float:
     return float((test.tensors[1] == 1).float().mean())         # background is class 1 of the trimaps
 
 def _bars(table: pd.DataFrame, title: str, background: float | None = None):
-    "Fig. 2: bars from 0 to 100 %; error bars (std over seeds) only where a cell has seeds; the all-background line."
-    import matplotlib.pyplot as plt
-    num = table.map(lambda s: float(str(s).split(' ')[0]) if s == s and s != '–' else np.nan)
-    err = table.map(lambda s: float(str(s).split('± ')[1]) if isinstance(s, str) and '±' in s else 0.0)
-    seeds = err.values.any()
-    fig, ax = plt.subplots(figsize=(1.2 + 1.3 * len(num.columns), 3))
-    num.T.plot.bar(yerr=err.T if seeds else None, ax=ax, rot=0, capsize=2 if seeds else 0, width=0.8)
-    if background is not None:
-        ax.axhline(100 * background, color='k', ls='--', lw=1, label=f'all background ({100 * background:.1f} %)')
-    ax.set_ylabel('pixel accuracy (%)'); ax.set_xlabel('labelled Pet images')
-    ax.set_title(title + ('; error bars: std over seeds' if seeds else '; one seed (n = 1): no error bars'), fontsize=9)
-    ax.set_ylim(0, 100)
-    ax.legend(fontsize=6, ncol=2, loc='lower right'); ax.grid(alpha=.3, axis='y')
-    return fig
+    "Fig. 2: bars from 0 to 100 %, error bars (std over seeds) where a cell has seeds, the all-background line."
+    from ssl_study.plots import bar_table
+    return bar_table(table, title, 'pixel accuracy (%)', 'labelled Pet images', None if background is None else 100 * background,
+                     f'all background ({100 * background:.1f} %)' if background is not None else '')
 
 def report(df: pd.DataFrame, folder) -> list[Path]:
     "Write the tables (Markdown + CSV), the Fig. 2 bar chart and the Fig. 3 segmentation grids into `folder`."
