@@ -76,10 +76,12 @@ def verdict(a, b, expect: str = 'greater', *, paired: bool | None = None, alpha:
     v = 'holds' if sign * lo > 0 and sign * hi > 0 else 'fails' if sign * lo < 0 and sign * hi < 0 else 'inconclusive'
     under = v == 'inconclusive' and effect is not None and m > abs(effect)
     n = f"paired, n={n_a}" if pair else f"Welch, {n_a} vs {n_b} seeds"
+    side = None if effect is None or lo <= effect <= hi else 'above' if effect > hi else 'below'     # the paper's gap, against ours
     text = (f"{v}{' (underpowered)' if under else ''}: {np.mean(va):.{digits}f} vs {np.mean(vb):.{digits}f}, gap {f(gap)} "
-            f"[{f(lo)}, {f(hi)}] ({100 * (1 - alpha):.4g}% CI, {n}; MDE {m:.{digits}f})")
+            f"[{f(lo)}, {f(hi)}] ({100 * (1 - alpha):.4g}% CI, {n}; MDE {m:.{digits}f})"
+            + (f"; the paper's effect {f(effect)} lies {side} the interval" if side else ''))
     return {**out, 'verdict': v, 'lo': lo, 'hi': hi, 'se': se, 'df': df, 'p': float(2 * stats.t.sf(abs(gap) / se, df)),
-            'mde': m, 'underpowered': under, 'text': text}
+            'mde': m, 'underpowered': under, 'effect_outside': side, 'text': text}
 
 # %% ../nbs/core/05a_claims.ipynb #0b477327
 def holm_levels(pvalues, alpha: float = 0.05) -> list[float]:

@@ -155,3 +155,14 @@ def test_claims_are_checked_when_declared():
 def test_verdict_table_keeps_old_call_sites():
     t = verdict_table([dict(claim='A beats B', a=[3, 4, 5], b=[1, 1.5, 1]), dict(claim='ratio', verdict='inconclusive', text='a ratio')])
     assert list(t.verdict) == ['holds', 'inconclusive'] and t.gap.iloc[0] == pytest.approx(4.0 - 3.5 / 3)
+
+
+def test_the_papers_effect_is_placed_against_the_interval():
+    "Paired gaps 2, 3, 4: mean 3, sd 1, 95% CI 3 -+ 4.303 / sqrt 3 = [0.52, 5.48]; effects 6 (above), 1 (inside), -1 (below)."
+    from ssl_study.claims import verdict
+    a, b = {0: 12.0, 1: 13.0, 2: 14.0}, {0: 10.0, 1: 10.0, 2: 10.0}
+    out = {e: verdict(a, b, effect=e) for e in (6.0, 1.0, -1.0)}
+    assert all(v['verdict'] == 'holds' for v in out.values()) and abs(out[1.0]['hi'] - (3 + 4.302653 / 3 ** 0.5)) < 1e-5
+    assert [out[e]['effect_outside'] for e in (6.0, 1.0, -1.0)] == ['above', None, 'below']
+    assert "the paper's effect +6.0 lies above the interval" in out[6.0]['text'] and 'lies' not in out[1.0]['text']
+    assert verdict(a, b)['effect_outside'] is None              # no effect given: nothing said
