@@ -178,7 +178,7 @@ def judge(claims: list[Claim], df: pd.DataFrame) -> pd.DataFrame:
 
 # %% ../nbs/core/05a_claims.ipynb #2dfa41d2
 COLUMNS = ['id', 'primary', 'claim', 'paper', 'ours', 'gap', 'lo', 'hi', 'n', 'level', 'verdict', 'mde', 'effect', 'expect',
-           'underpowered', 'text']
+           'underpowered', 'outside', 'text']
 
 def _row(c: Claim, r: dict | None, arms) -> dict:
     paper = f"{c.paper['a']} vs {c.paper['b']}" if isinstance(c.paper, dict) else (c.paper or '')
@@ -192,7 +192,8 @@ def _row(c: Claim, r: dict | None, arms) -> dict:
     under = r['underpowered'] or bool(c.underpowered)
     text = r['text'] + (f"; declared underpowered before the runs: {c.underpowered}" if c.underpowered else '')
     return {**base, 'ours': ours, 'gap': r['gap'], 'lo': r['lo'], 'hi': r['hi'], 'n': f"{r['n_a']} vs {r['n_b']}",
-            'level': r['alpha'], 'verdict': r['verdict'], 'mde': r['mde'], 'underpowered': under, 'text': text}
+            'level': r['alpha'], 'verdict': r['verdict'], 'mde': r['mde'], 'underpowered': under, 'outside': r.get('effect_outside'),
+            'text': text}
 
 def _digits(c: Claim) -> int: return 3 if c.resolution and c.resolution < 0.01 or (c.effect is not None and abs(c.effect) < 0.1) else 1
 
@@ -206,7 +207,8 @@ def verdicts_markdown(table: pd.DataFrame) -> str:
                  n=r.n if isinstance(r.n, str) else '', verdict=r.verdict + (' (underpowered)' if r.underpowered and r.verdict == 'inconclusive' else ''),
                  **{'MDE (paper effect)': ' '.join(x for x in (_num(r.mde).lstrip('+'), f"({_num(r.effect)})" if _num(r.effect) else '') if x)})
             for r in table.itertuples()]
-    notes = [f"- `{r.id}`: {r.text}" for r in table.itertuples() if r.verdict in ('untestable', 'not run') or r.underpowered]
+    notes = [f"- `{r.id}`: {r.text}" for r in table.itertuples()
+             if r.verdict in ('untestable', 'not run') or r.underpowered or getattr(r, 'outside', None) in ('above', 'below')]
     return pd.DataFrame(rows).to_markdown(index=False) + ('\n\n' + '\n'.join(notes) if notes else '') + '\n'
 
 def claims_markdown(claims: list[Claim]) -> str:
