@@ -190,8 +190,8 @@ def test_cpu_grid_starts_with_the_primary_pair_and_fits_its_budget():
     assert prim.primary and [(r['init'], r['seed']) for r in g[:4]] == [('selfie', 0), ('supervised', 0), ('selfie', 1), ('supervised', 1)]
     cfgs = [sf.check_params('cpu', **r)[1] for r in g]
     assert all(c['dataset'] == prim.a['dataset'] and c['fraction'] == prim.a['fraction'] for c in cfgs)
-    c = sf.PRESETS['cpu']      # 13 ms per image: the Selfie run (pre-training + fine-tuning) within 30 minutes
-    assert (c['pretrain_steps'] + c['finetune_steps']) * c['batch_size'] * 13e-3 < 30 * 60
+    c = sf.PRESETS['cpu']      # measured: a Selfie step 19.5 ms an image, a ResNet-18 step 13 ms: the Selfie run within 30 minutes
+    assert (c['pretrain_steps'] * 19.5e-3 + c['finetune_steps'] * 13e-3) * c['batch_size'] < 30 * 60
 
 
 def test_claims_declared_once_with_exactly_one_primary():

@@ -70,13 +70,13 @@ PRESETS = dict(
     quick=dict(_COMMON, per_class=200, test_per_class=30, depth=18, layers=3, heads=8, ff=640, pretrain_steps=120,
                finetune_steps=30, batch_size=32, pretrain_lr=0.05, finetune_lr=0.05, warmup_steps=5, n_evals=2),
     cpu=dict(_COMMON, dataset='tiny_imagenet', fraction=0.05, per_class=None, test_per_class=None, depth=18, layers=3, heads=8, ff=640,
-             pretrain_steps=700, finetune_steps=150, batch_size=128, pretrain_lr=0.1, finetune_lr=0.1, warmup_steps=50, n_evals=4),
+             pretrain_steps=400, finetune_steps=150, batch_size=128, pretrain_lr=0.1, finetune_lr=0.1, warmup_steps=50, n_evals=4),
     gpu=dict(_COMMON, per_class=None, test_per_class=None, **_NET, pretrain_steps=2000, finetune_steps=400, batch_size=256,
              pretrain_lr=0.1, finetune_lr=0.1, warmup_steps=100, n_evals=4),
     paper=dict(_COMMON, per_class=None, test_per_class=None, **_NET, pretrain_steps=120_000, finetune_steps=120_000,
                batch_size=512, pretrain_lr=0.1, finetune_lr=0.1, warmup_steps=100, n_evals=20))
 SEEDS = dict(smoke=(0,), quick=(0, 1), cpu=(0, 1, 2), gpu=(0, 1, 2), paper=(0, 1, 2, 3, 4))    # seeds of the deciding runs
-RUN_MINUTES = dict(cpu=16)     # a campaign's estimate of one cpu run before it has timed one (the sizing below)
+RUN_MINUTES = dict(cpu=24)     # a campaign's estimate of one cpu run before it has timed one (the sizing below)
 _TINY = dict(smoke=dict(n_classes=4, per_class=8, test_per_class=4), quick=dict(n_classes=20, per_class=60, test_per_class=20),
              cpu={}, gpu=dict(pretrain_steps=500), paper={})
 
