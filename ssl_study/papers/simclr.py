@@ -251,7 +251,7 @@ def _sources(names, point=_FEW):
     "An arm of several sources: per seed their mean, at the seeds where every one of them ran."
     def arm(df):
         m = df.source.isin(names) & (df.stem == 'modified') & (df.loss == 'correct') & (df.label_point == point)
-        return m & df.seed.map(df[m].groupby('seed').source.nunique() == len(names)).fillna(False).astype(bool)
+        return m & df.seed.map(df[m].groupby('seed').source.nunique() == len(names)).eq(True)    # NaN (no runs): False
     return arm
 _CPU = "at cpu: 3 seeds (the primary's 6 go first); with the pilot's sd of 1.37 points 3 seeds detect about 4, not the declared 2"
 _FIG2 = "Fig. 2 (a bar chart; no numbers in the text)"
