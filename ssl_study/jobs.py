@@ -45,14 +45,15 @@ def error_lines(log: str, n: int = 12) -> str:
 
 # %% ../nbs/core/06a_jobs.ipynb #c6f6318f
 @contextmanager
-def _folder_lock(folder: Path):
-    "Hold an exclusive lock on `folder` (waiting, with a note, while another process holds it)."
+def _folder_lock(folder: Path, wait: bool = True):
+    "Hold an exclusive lock on `folder`: wait (with a note) while another process holds it, or yield False at once if not `wait`."
     with open(folder / '.sweep.lock', 'w') as f:
         try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            if not wait: yield False; return
             print(f"{folder}: an identical run is in progress; waiting for it", file=sys.stderr)
             fcntl.flock(f, fcntl.LOCK_EX)
-        yield
+        yield True
 
 def _set_aside_corrupt(folder: Path) -> str | None:
     "Rename an unreadable `metrics.json` to `metrics.json.corrupt`; returns why it was unreadable (None if fine or absent)."
@@ -72,11 +73,12 @@ def record_failure(run: Run, error: str, **rec) -> dict:
                 **{k: v for k, v in rec.items() if k == 'returncode'})
 
 # %% ../nbs/core/06a_jobs.ipynb #08fec8ad
-def execute(run: Run, threads: int | None = None, timeout: float | None = None) -> dict:
-    "Execute `run` with papermill unless already complete; returns a status dict (never raises for a failing run)."
+def execute(run: Run, threads: int | None = None, timeout: float | None = None, wait: bool = True) -> dict:
+    "Execute `run` with papermill unless complete (or, if not `wait`, running elsewhere); returns a status dict, never raises for a failing run."
     try: run.folder.mkdir(parents=True, exist_ok=True)
     except OSError as e: return record_failure(run, f"cannot use {run.folder} as the run's folder: {e}")
-    with _folder_lock(run.folder):
+    with _folder_lock(run.folder, wait) as mine:
+        if not mine: return dict(name=run.name, status='busy')
         if is_complete(run.folder): return dict(name=run.name, status='skipped')
         corrupt = _set_aside_corrupt(run.folder)
         (run.folder / 'failed.json').unlink(missing_ok=True)

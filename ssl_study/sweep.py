@@ -101,7 +101,7 @@ def campaign(runs: list[Run], hours: float, threads: int | None = None, timeout:
             break
         log(f"campaign: run {i}/{len(todo)} {r.paper}/{r.name} starting (elapsed {_hms(clock() - t0)}"
             + (f", about {_hms(est)} each" if est else '') + ')', flush=True)
-        s0 = clock(); st = execute(r, threads=threads, timeout=timeout); out.append(st)
+        s0 = clock(); st = execute(r, threads=threads, timeout=timeout, wait=False); out.append(st)   # busy: another campaign has it
         if st['status'] == 'done': timed.append(clock() - s0); shrink_figures(r.folder)
         rest = len(todo) - i
         log(f"campaign: run {i}/{len(todo)} {r.name}: {st['status']} in {_hms(clock() - s0)}; elapsed {_hms(clock() - t0)}"
@@ -364,7 +364,8 @@ def _main(argv) -> int:
         for r in runs:
             if (r.folder / 'notebook.ipynb').exists(): print(f"executed notebook: {r.folder / 'notebook.ipynb'}")
     print(f"done: {sum(s['status'] == 'done' for s in status)}, skipped (already complete): "
-          f"{sum(s['status'] == 'skipped' for s in status)}, failed: {len(failed)}")
+          f"{sum(s['status'] == 'skipped' for s in status)}, failed: {len(failed)}"
+          + (f", busy (running in another process): {busy}" if (busy := sum(s['status'] == 'busy' for s in status)) else ''))
     for s in failed: print(f"  {s['name']} failed: {s['error'].splitlines()[0] if s['error'] else '?'}", file=sys.stderr)   # the exception's own line
     return 1 if failed or df.attrs['report_errors'] else 0
 
