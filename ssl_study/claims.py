@@ -57,7 +57,7 @@ def seeds_needed(sd: float, effect: float, paired: bool = True, alpha: float = 0
 
 # %% ../nbs/core/05a_claims.ipynb #c07cc793
 def verdict(a, b, expect: str = 'greater', *, paired: bool | None = None, alpha: float = 0.05, resolution: float = 0.0,
-            effect: float | None = None, digits: int = 1) -> dict:
+            effect: float | None = None, digits: int = 1, effect_name: str = "the paper's effect") -> dict:
     "holds / fails / inconclusive for the claim `a` > `b` (`expect='greater'`) or `a` < `b`: the (1 - alpha) CI of the gap."
     if expect not in ('greater', 'less'): raise ValueError(f"expect must be 'greater' or 'less'; got {expect!r}")
     a, b = _clean(a), _clean(b); pair = _paired(a, b, paired)
@@ -79,7 +79,7 @@ def verdict(a, b, expect: str = 'greater', *, paired: bool | None = None, alpha:
     side = None if effect is None or lo <= effect <= hi else 'above' if effect > hi else 'below'     # the paper's gap, against ours
     text = (f"{v}{' (underpowered)' if under else ''}: {np.mean(va):.{digits}f} vs {np.mean(vb):.{digits}f}, gap {f(gap)} "
             f"[{f(lo)}, {f(hi)}] ({100 * (1 - alpha):.4g}% CI, {n}; MDE {m:.{digits}f})"
-            + (f"; the paper's effect {f(effect)} lies {side} the interval" if side else ''))
+            + (f"; {effect_name} {f(effect)} lies {side} the interval" if side else ''))
     return {**out, 'verdict': v, 'lo': lo, 'hi': hi, 'se': se, 'df': df, 'p': float(2 * stats.t.sf(abs(gap) / se, df)),
             'mde': m, 'underpowered': under, 'effect_outside': side, 'text': text}
 
@@ -165,7 +165,8 @@ def _values(df: pd.DataFrame, c: Claim, f) -> dict:
 # %% ../nbs/core/05a_claims.ipynb #4b8be87d
 def _test(c: Claim, a: dict, b: dict, alpha: float) -> dict:
     if c.kind == 'spread': return spread_verdict(a, b, c.expect, alpha=alpha)
-    return verdict(a, b, c.expect, alpha=alpha, resolution=c.resolution, effect=c.effect)
+    return verdict(a, b, c.expect, alpha=alpha, resolution=c.resolution, effect=c.effect,
+                   effect_name="the paper's effect" if c.paper else 'the declared effect')   # no paper numbers: the effect is ours
 
 def judge(claims: list[Claim], df: pd.DataFrame) -> pd.DataFrame:
     "One row per claim: its verdict on the results `df` (the primary alone at 5%, the secondaries with Holm)."
@@ -205,7 +206,7 @@ def verdicts_markdown(table: pd.DataFrame) -> str:
     rows = [dict(claim=f"{'**primary** ' if r.primary else ''}`{r.id}`: {r.claim}", paper=r.paper, ours=r.ours if isinstance(r.ours, str) else '',
                  gap=f"{_num(r.gap)} [{_num(r.lo)}, {_num(r.hi)}]" if r.gap == r.gap and r.lo == r.lo else '',
                  n=r.n if isinstance(r.n, str) else '', verdict=r.verdict + (' (underpowered)' if r.underpowered and r.verdict == 'inconclusive' else ''),
-                 **{'MDE (paper effect)': ' '.join(x for x in (_num(r.mde).lstrip('+'), f"({_num(r.effect)})" if _num(r.effect) else '') if x)})
+                 **{'MDE (effect)': ' '.join(x for x in (_num(r.mde).lstrip('+'), f"({_num(r.effect)})" if _num(r.effect) else '') if x)})
             for r in table.itertuples()]
     notes = [f"- `{r.id}`: {r.text}" for r in table.itertuples()
              if r.verdict in ('untestable', 'not run') or r.underpowered or getattr(r, 'outside', None) in ('above', 'below')]

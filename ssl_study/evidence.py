@@ -5,15 +5,16 @@
 # %% ../nbs/core/07b_evidence.ipynb #94233647
 from __future__ import annotations
 import json, sys
+from dataclasses import replace
 from pathlib import Path
 import matplotlib.pyplot as plt, pandas as pd
-from .claims import claims_markdown, judge, verdicts_markdown
+from .claims import _values, claims_markdown, judge, seeds_needed, verdicts_markdown
 from .plots import save_fig, verdict_figure
 from .runs import atomic_write, code_version, project_root, write_text
 
 # %% auto #0
-__all__ = ['EVIDENCE_SCALES', 'write_verdicts', 'flag_stale', 'results_section', 'claims_section', 'write_results_section',
-           'shrink_figures']
+__all__ = ['EVIDENCE_SCALES', 'write_verdicts', 'flag_stale', 'pilot', 'results_section', 'claims_section',
+           'write_results_section', 'shrink_figures']
 
 # %% ../nbs/core/07b_evidence.ipynb #78b95b90
 def write_verdicts(mod, df: pd.DataFrame, folder: Path) -> pd.DataFrame | None:
@@ -39,6 +40,43 @@ def flag_stale(df: pd.DataFrame, paper: str, folder: Path) -> list[str]:
     if stale: print(f"{paper}: {len(stale)} run(s) made by another version of its module: {', '.join(stale)}", file=sys.stderr)
     return stale
 
+
+# %% ../nbs/core/07b_evidence.ipynb #fc0f79c8
+def _labels(c) -> tuple[str, str]:
+    "Short names of a claim's two arms: the values where its selectors differ ('a', 'b' for functions)."
+    if not (isinstance(c.a, dict) and isinstance(c.b, dict)): return 'a', 'b'
+    keys = [k for k in {**c.a, **c.b} if c.a.get(k) != c.b.get(k)]
+    return tuple(' '.join(str(f.get(k, '')) for k in keys).strip() or n for f, n in ((c.a, 'a'), (c.b, 'b')))
+
+def _pilot_frame(mod, c, df: pd.DataFrame) -> pd.DataFrame:
+    df = df[df.status == 'done'] if 'status' in df else df
+    frame = getattr(mod, 'claims_frame', None)
+    df = frame(df) if frame and len(df) else df
+    (na, nb), cols = _labels(c), {}
+    for name, f in ((na, c.a), (nb, c.b)):
+        cols[name] = _values(df, c, f)
+        if 'wall_seconds' in df: cols[f'{name} min'] = {k: v / 60 for k, v in _values(df, replace(c, metric='wall_seconds'), f).items()}
+    t = pd.DataFrame(cols).dropna(subset=[na, nb]).rename_axis(c.pair_on)
+    return t.assign(gap=t[na] - t[nb])[[na, nb, 'gap', *[k for k in cols if k not in (na, nb)]]]
+
+# %% ../nbs/core/07b_evidence.ipynb #351c3aee
+def pilot(mod, scale: str = 'cpu', claim: str | None = None) -> pd.DataFrame:
+    """The pilot of a paper's claim (default: its primary) on its committed runs at `scale`: one row per seed (each arm's
+    metric and minutes, and the gap); prints the gaps' mean and sd and the seeds a paired test needs. `mod`: module or name."""
+    from ssl_study.sweep import paper_module, read_runs      # sweep imports this module
+    mod = paper_module(mod) if isinstance(mod, str) else mod
+    c = next((x for x in mod.CLAIMS if (x.id == claim if claim else x.primary)), None)
+    if c is None: raise ValueError(f"{mod.PAPER} declares no claim {claim!r}; its claims: {', '.join(x.id for x in mod.CLAIMS)}")
+    t = _pilot_frame(mod, c, read_runs(scale, [mod.PAPER]))
+    if len(t) < 2:
+        print(f"{mod.PAPER}: the pilot has not run yet ({len(t)} seed(s) with both arms): "
+              f"`ssl-study run --scale {scale} --papers {mod.PAPER} --hours 1` runs it first"); return t
+    d = t.gap if c.expect == 'greater' else -t.gap
+    own = seeds_needed(d.std(), d.mean()) if d.mean() > 0 else 'none (the gap is not in the expected direction)'
+    print(f"{c.id}: {c.sentence}\n{t.round(2).to_string()}\n{c.metric}: per-{c.pair_on} gaps {t.gap.round(2).tolist()}, mean {t.gap.mean():+.2f}, "
+          f"sd {d.std():.2f}\nseeds needed (paired, 80% power) for the effect {c.effect:+g}: {seeds_needed(d.std(), abs(c.effect))}; "
+          f"for the gap we measured: {own}")
+    return t
 
 # %% ../nbs/core/07b_evidence.ipynb #7cd2a6b4
 EVIDENCE_SCALES = ('cpu', 'gpu', 'paper')

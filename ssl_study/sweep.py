@@ -15,7 +15,7 @@ from .evidence import EVIDENCE_SCALES, flag_stale, shrink_figures, write_results
 
 # %% auto #0
 __all__ = ['PAPERS', 'JOB_MARGIN_MIN', 'CAMPAIGN_TIMEOUT', 'paper_exists', 'available_papers', 'paper_module', 'plan', 'sweep',
-           'campaign', 'collect', 'report', 'main']
+           'campaign', 'read_runs', 'collect', 'report', 'main']
 
 # %% ../nbs/core/07_sweep.ipynb #a13e1aa5
 PAPERS = {'pyramid': 'ssl_study.papers.pyramid', 'simclr': 'ssl_study.papers.simclr', 'simsiam': 'ssl_study.papers.simsiam',
@@ -147,8 +147,8 @@ def _merge_csv(path: Path, df: pd.DataFrame, papers) -> None:
         if frames: atomic_write(path, pd.concat(frames, ignore_index=True).to_csv(index=False))
         elif path.exists(): path.unlink()
 
-def collect(scale: str, papers=None) -> pd.DataFrame:
-    "The table of `papers`' runs at `scale` (default: all papers), merged into `outputs/<scale>/results.csv`."
+def read_runs(scale: str, papers=None) -> pd.DataFrame:
+    "The table of `papers`' runs at `scale` (default: all papers), one row per run folder; writes nothing."
     root, papers = outputs_root() / scale, list(papers or PAPERS)
     rows, bad = [], []
     for p in papers:
@@ -158,9 +158,13 @@ def collect(scale: str, papers=None) -> pd.DataFrame:
             except (ValueError, OSError) as e:
                 bad.append(str(e)); print(f"collect: skipped {e}", file=sys.stderr); continue
             if row: rows.append(row)
-    df = pd.DataFrame(rows)
-    if root.is_dir(): _merge_csv(root / 'results.csv', df, papers)
-    df.attrs['bad_files'] = bad
+    df = pd.DataFrame(rows); df.attrs['bad_files'] = bad
+    return df
+
+def collect(scale: str, papers=None) -> pd.DataFrame:
+    "`read_runs`, merged into `outputs/<scale>/results.csv` (the rows of other papers kept)."
+    df, root = read_runs(scale, papers), outputs_root() / scale
+    if root.is_dir(): _merge_csv(root / 'results.csv', df, list(papers or PAPERS))
     return df
 
 # %% ../nbs/core/07_sweep.ipynb #5daf792f

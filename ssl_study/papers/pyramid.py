@@ -24,7 +24,7 @@ from ..views import normalize, to_unit
 from .pyramid_method import (FUSIONS, PROTOCOLS, PyramidClassifier, PyramidInpainter, REMOVED_FILLS,
                                              REMOVED_SCALES, authors_scores, authors_target, inpainting_loss,
                                              remove_scale, segmentation_head, trainable)
-from ..claims import Claim, check_claims, judge, seeds_needed, verdicts_markdown
+from ..claims import Claim, check_claims, judge, verdicts_markdown
 
 # %% auto #0
 __all__ = ['PAPER', 'NOTEBOOK', 'TASKS', 'SPEC', 'PRESETS', 'SEEDS', 'RUN_MINUTES', 'CPU_VARIANTS', 'PAPER_RESULTS', 'CLAIMS',

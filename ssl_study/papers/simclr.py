@@ -19,7 +19,7 @@ from .simclr_method import (LOSSES, STEMS, SegNet, SimCLRNet, VideoSimCLRLoss, c
                                      frame_tuples, paper_views, stem_encoder, temporal_step, warmup_restarts)
 from ..train import fit
 from ..views import TwoViews, normalize
-from ..claims import Claim, check_claims, claims_markdown, judge, seeds_needed, verdicts_markdown
+from ..claims import Claim, check_claims, claims_markdown, judge, verdicts_markdown
 
 # %% auto #0
 __all__ = ['TINY_ANIMALS', 'SOURCES', 'NATIVE_SIZE', 'CIFAR10_CLASSES', 'PAPER', 'NOTEBOOK', 'SPEC', 'PRESETS', 'LABEL_POINTS',

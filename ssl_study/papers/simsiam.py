@@ -12,7 +12,7 @@ import torchvision.transforms as T
 from torch.utils.data import TensorDataset
 from ..datasets import check_dataset, load_dataset
 from ..runs import COMMON_SPEC, Bool, Choice, Float, Int, ParamError, check_cfg, mean_std, resolve_scale, run_id, write_text
-from ..claims import Claim, check_claims, claims_markdown, judge, seeds_needed, verdicts_markdown
+from ..claims import Claim, check_claims, claims_markdown, judge, verdicts_markdown
 from ..ssl import backbone as make_backbone   # (a notebook parameter is called backbone)
 from ..views import augment, normalize
 from ..loaders import cached_split, loader
