@@ -9,7 +9,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 # %% auto #0
-__all__ = ['save_fig', 'plot_history', 'image_grid', 'image_rows', 'verdict_figure', 'bar_table']
+__all__ = ['save_fig', 'plot_history', 'image_grid', 'image_rows', 'verdict_figure', 'bar_table', 'tsne_figure']
 
 # %% ../nbs/core/04_plots.ipynb #6c492c95
 def save_fig(fig, path, dpi: int = 120) -> Path:
@@ -96,4 +96,15 @@ def bar_table(table, title: str, ylabel: str, xlabel: str = '', reference: float
     ax.set_ylabel(ylabel); ax.set_xlabel(xlabel); ax.set_ylim(*ylim); ax.grid(alpha=.3, axis='y')
     ax.set_title(title + ('; error bars: std over seeds' if spread else '; one seed (n = 1): no error bars'), fontsize=9)
     ax.legend(fontsize=6, ncol=2, loc='lower right')
+    return fig
+
+# %% ../nbs/core/04_plots.ipynb #4e6e6dc8
+def tsne_figure(feats, labels, classes, title: str = '', seed: int = 0):
+    "A 2-d t-SNE of `feats` (n, d) coloured by the integer `labels` (n,), the legend naming `classes`."
+    from sklearn.manifold import TSNE
+    emb = TSNE(2, init='pca', perplexity=min(30.0, (len(feats) - 1) / 3), random_state=seed).fit_transform(feats)
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    sc = ax.scatter(emb[:, 0], emb[:, 1], c=labels, cmap='tab10' if len(classes) <= 10 else 'tab20', s=6, vmin=0, vmax=len(classes) - 1)
+    ax.legend(sc.legend_elements(num=list(range(len(classes))))[0], classes, fontsize=6, loc='center left', bbox_to_anchor=(1, 0.5))
+    ax.set_title(title, fontsize=9); ax.set_xticks([]); ax.set_yticks([])
     return fig

@@ -405,5 +405,6 @@ def test_fig3_has_a_colour_key_and_the_tsne_names_the_classes():
     from ssl_study.plots import image_rows
     fig = sc.mask_key(image_rows({'image': torch.rand(2, 3, 8, 8)}))
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ['pet', 'border', 'background (untinted)']
-    fig = sc.tsne_figure(np.random.default_rng(0).normal(size=(40, 5)), np.arange(40) % 10)
+    from ssl_study.plots import tsne_figure
+    fig = tsne_figure(np.random.default_rng(0).normal(size=(40, 5)), np.arange(40) % 10, sc.CIFAR10_CLASSES)
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == list(sc.CIFAR10_CLASSES)

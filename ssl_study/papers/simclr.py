@@ -26,9 +26,9 @@ __all__ = ['TINY_ANIMALS', 'SOURCES', 'NATIVE_SIZE', 'CIFAR10_CLASSES', 'PAPER',
            'SEEDS', 'CPU_SECONDARY_SEEDS', 'RUN_MINUTES', 'EFFECT', 'CLAIMS', 'PAPER_RESULTS', 'POINT_NAMES',
            'tiny_animal_classes', 'pretrain_image_size', 'pretrain_data', 'label_subset', 'pet_data', 'simclr_step',
            'pretrain_settings', 'image_steps', 'pretrain_schedule', 'pretrain_encoder', 'seg_step', 'finetune_seg',
-           'cifar_features', 'tsne_figure', 'grid', 'cpu_grid', 'label_point', 'slug', 'run_name', 'check_params',
-           'claims_frame', 'verdicts', 'tables', 'show_masks', 'sample_index', 'save_samples', 'fig3', 'mask_key',
-           'background_acc', 'report']
+           'cifar_features', 'grid', 'cpu_grid', 'label_point', 'slug', 'run_name', 'check_params', 'claims_frame',
+           'verdicts', 'tables', 'show_masks', 'sample_index', 'save_samples', 'fig3', 'mask_key', 'background_acc',
+           'report']
 
 # %% ../../nbs/01_simclr.ipynb #362edeb3
 TINY_ANIMALS = tuple('''n01443537 n01629819 n01641577 n01644900 n01698640 n01742172 n01768244 n01770393 n01774384 n01774750
@@ -152,19 +152,6 @@ def cifar_features(encoder: nn.Module, per_class: int, image_size: int, device=N
     return extract_features(encoder, loader(ds, 256, device='cpu'), device, prep=prep)    # labels stay on the CPU
 
 CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
-
-def tsne_figure(feats: np.ndarray, labels: np.ndarray, title: str = '', seed: int = 0):
-    "A 2-d t-SNE of `feats` coloured by CIFAR-10 class."
-    from sklearn.manifold import TSNE
-    import matplotlib.pyplot as plt
-    emb = TSNE(2, init='pca', perplexity=min(30.0, (len(feats) - 1) / 3), random_state=seed).fit_transform(feats)
-    fig, ax = plt.subplots(figsize=(4.2, 4))
-    sc = ax.scatter(emb[:, 0], emb[:, 1], c=labels, cmap='tab10', s=6, vmin=0, vmax=9)
-    handles = sc.legend_elements(num=list(range(10)))[0]
-    ax.legend(handles, CIFAR10_CLASSES, fontsize=6, loc='center left', bbox_to_anchor=(1, 0.5), title='CIFAR-10 class')
-    ax.set_title(title, fontsize=9)
-    ax.set_xticks([]); ax.set_yticks([])
-    return fig
 
 # %% ../../nbs/01_simclr.ipynb #eefb00b4
 PAPER, NOTEBOOK = 'simclr', 'nbs/01_simclr.ipynb'
