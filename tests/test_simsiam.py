@@ -356,3 +356,15 @@ def test_judge_on_a_hand_made_table():
     assert np.isclose(t.gap['simsiam-beats-none'], d.mean()) and np.isclose(t.hi['simsiam-beats-none'], d.mean() + half)
     assert t.verdict['simsiam-beats-none'] == ('holds' if d.mean() - half > 0 else 'inconclusive')
     assert t.verdict['transformers-below-cnns'] == 'not run'
+
+
+def test_table3_shows_the_quoted_paper_value_beside_ours():
+    "The one Table 3 value quoted from the paper sits in its own row; every other paper cell says it is missing."
+    import pandas as pd
+    from ssl_study.papers import simsiam as s
+    run = dict(status='done', dataset='celeba', backbone='resnet18', init='none', seed=0, stop_gradient=True,
+               proj_out_bn='simsiam', test_jaccard_macro=0.5)
+    t3 = s.tables(pd.DataFrame([run]))['table3'].set_index(['backbone', 'init'])
+    assert t3.loc[('resnet18', 'none'), 'paper jaccard_macro'] == 0.5311 and t3.loc[('resnet18', 'none'), 'paper auc_macro'] == 0.9301
+    assert (t3.drop(index=[('resnet18', 'none')])[['paper jaccard_macro', 'paper auc_macro']] == '–').all().all()
+    assert t3.loc[('resnet18', 'none'), 'jaccard_macro'] == '0.5' and t3.loc[('pit_ti', 'none'), 'jaccard_macro'] == '–'
