@@ -32,7 +32,7 @@ def flag_stale(df: pd.DataFrame, paper: str, folder: Path) -> list[str]:
     "The runs made by another version of the paper's module than today's, noted under its verdicts (they need a rerun)."
     now = code_version(paper)
     done = df[df.status == 'done'] if 'status' in df else df
-    stale = sorted(done.run[done.code_version.fillna('') != now]) if 'code_version' in done else []
+    stale = sorted(done.run[done.code_version.map(lambda v: v if isinstance(v, str) else '') != now]) if 'code_version' in done else []
     if stale and (folder / 'verdicts.md').exists():
         note = (f"\n> {len(stale)} of {len(done)} runs were made by another version of `ssl_study/papers/{paper}*.py` than "
                 f"today's ({now}): {', '.join(stale)}. Rerun them (delete their folders) before trusting these verdicts.\n")

@@ -4,8 +4,10 @@
 
 # %% ../nbs/core/07_sweep.ipynb #6c5f193d
 from __future__ import annotations
-import argparse, fcntl, functools, importlib, importlib.util, json, math, shutil, sys, time
+import argparse, fcntl, functools, importlib, importlib.util, json, math, shutil, sys, threading, time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 import pandas as pd
 from tqdm.auto import tqdm
 from .jobs import LocalExecutor, Run, execute
@@ -74,7 +76,7 @@ def sweep(runs: list[Run], executor=None, timeout: float | None = None) -> list[
 def _hms(s: float) -> str: return f"{int(s // 3600)}:{int(s % 3600 // 60):02d}:{int(s % 60):02d}"
 
 def _estimate(run: Run, timed: list[float]) -> float | None:
-    "Seconds `run` should take: the mean of this campaign's runs, else the paper's `RUN_MINUTES`, else finished runs' wall time."
+    "Seconds `run` should take: the mean of `timed` (this campaign's runs of its paper), else the paper's `RUN_MINUTES`, else finished runs' wall time."
     if timed: return sum(timed) / len(timed)
     try: minutes = getattr(paper_module(run.paper), 'RUN_MINUTES', {}).get(run.scale)
     except ParamError: minutes = None       # a paper that is not registered
@@ -86,28 +88,54 @@ def _estimate(run: Run, timed: list[float]) -> float | None:
 
 # %% ../nbs/core/07_sweep.ipynb #45397d84
 def campaign(runs: list[Run], hours: float, threads: int | None = None, timeout: float | None = None, log=print,
-             clock=time.time) -> list[dict]:
-    "Run the unfinished `runs` one by one while the next one's estimated time fits in `hours`; a line of progress per run."
-    t0, deadline = clock(), clock() + 3600 * hours
+             clock=time.time, jobs: int = 1) -> list[dict]:
+    "Run the unfinished `runs`, `jobs` at a time, while the next one's estimated time fits in `hours`; a line of progress per run."
     todo = [r for r in runs if not is_complete(r.folder)]
     out = [dict(name=r.name, status='skipped') for r in runs if r not in todo]
-    log(f"campaign: {len(runs)} runs, {len(out)} already complete, {len(todo)} to run, {hours:g} h from {time.strftime('%H:%M')}", flush=True)
-    timed = []
-    for i, r in enumerate(todo, 1):
-        est, left = _estimate(r, timed), deadline - clock()
-        if left <= 0 or (est is not None and est > left):
-            log(f"campaign: stopping before run {i}/{len(todo)} ({r.paper}/{r.name}): it needs about {_hms(est or 0)}, "
-                f"{_hms(max(left, 0))} left; {len(todo) - i + 1} run(s) remain for the next campaign", flush=True)
-            break
-        log(f"campaign: run {i}/{len(todo)} {r.paper}/{r.name} starting (elapsed {_hms(clock() - t0)}"
-            + (f", about {_hms(est)} each" if est else '') + ')', flush=True)
-        s0 = clock(); st = execute(r, threads=threads, timeout=timeout, wait=False); out.append(st)   # busy: another campaign has it
-        if st['status'] == 'done': timed.append(clock() - s0); shrink_figures(r.folder)
-        rest = len(todo) - i
-        log(f"campaign: run {i}/{len(todo)} {r.name}: {st['status']} in {_hms(clock() - s0)}; elapsed {_hms(clock() - t0)}"
-            + (f"; {rest} left, about {_hms(rest * sum(timed) / len(timed))}" if timed and rest else ''), flush=True)
-        if st['status'] == 'failed': log('  ' + st['error'].replace('\n', '\n  '), flush=True)
+    log(f"campaign: {len(runs)} runs, {len(out)} already complete, {len(todo)} to run, {hours:g} h from {time.strftime('%H:%M')}"
+        + (f", {jobs} at a time" if jobs > 1 else ''), flush=True)
+    c = SimpleNamespace(queue=list(enumerate(todo, 1)), n=len(todo), timed={}, stop=False, lock=threading.Lock(), out=out,
+                        t0=clock(), deadline=clock() + 3600 * hours, log=log, clock=clock, jobs=jobs)
+    work = functools.partial(_campaign_worker, c, threads=threads, timeout=timeout)
+    if jobs == 1: work(); return out
+    with ThreadPoolExecutor(jobs) as pool:
+        futures = [pool.submit(work) for _ in range(jobs)]
+        try: [f.result() for f in futures]
+        except BaseException: c.stop = True; raise           # Ctrl-C, or a bug: no worker starts another run
     return out
+
+# %% ../nbs/core/07_sweep.ipynb #3a9217e6
+def _next_run(c) -> tuple[int, Run, float | None] | None:
+    "The campaign's next run (under its lock), or None: none left, or it does not fit the time left (the campaign stops)."
+    if c.stop or not c.queue: return None
+    i, r = c.queue.pop(0)
+    est, left = _estimate(r, c.timed.get(r.paper, [])), c.deadline - c.clock()
+    if left <= 0 or (est is not None and est > left):
+        c.stop = True
+        c.log(f"campaign: stopping before run {i}/{c.n} ({r.paper}/{r.name}): it needs about {_hms(est or 0)}, "
+              f"{_hms(max(left, 0))} left; {len(c.queue) + 1} run(s) remain for the next campaign", flush=True)
+        return None
+    c.log(f"campaign: run {i}/{c.n} {r.paper}/{r.name} starting (elapsed {_hms(c.clock() - c.t0)}"
+          + (f", about {_hms(est)} each" if est else '') + ')', flush=True)
+    return i, r, est
+
+def _campaign_worker(c, threads=None, timeout=None):
+    "Execute the campaign's next run until none is left (a run another process holds is `busy`: left to it); log each one."
+    while (nxt := _with(c.lock, _next_run, c)) is not None:
+        (i, r, _), s0 = nxt, c.clock()
+        st = execute(r, threads=threads, timeout=timeout, wait=False)
+        with c.lock:
+            c.out.append(st)
+            if st['status'] == 'done': c.timed.setdefault(r.paper, []).append(c.clock() - s0); shrink_figures(r.folder)
+            rest = [q.paper for _, q in c.queue]
+            eta = sum(sum(c.timed[p]) / len(c.timed[p]) for p in rest) / c.jobs if rest and all(p in c.timed for p in rest) else None
+            what = 'busy: another process is running it, left to it' if st['status'] == 'busy' else f"{st['status']} in {_hms(c.clock() - s0)}"
+            c.log(f"campaign: run {i}/{c.n} {r.name}: {what}; elapsed {_hms(c.clock() - c.t0)}"
+                  + (f"; {len(rest)} left, about {_hms(eta)}" if eta else ''), flush=True)
+            if st['status'] == 'failed': c.log('  ' + st['error'].replace('\n', '\n  '), flush=True)
+
+def _with(lock, fn, *args):
+    with lock: return fn(*args)
 
 # %% ../nbs/core/07_sweep.ipynb #bdea05a2
 def _flat(d: dict) -> dict:
@@ -236,7 +264,7 @@ def _parser() -> argparse.ArgumentParser:
     common(r := sub.add_parser('run', help="the study's main job: every paper's grid, then its tables and figures"))
     r.add_argument('--papers', nargs='+', choices=list(PAPERS), default=None, help='default: every paper written so far')
     r.add_argument('--hours', type=_count(float, 0.001), default=None,
-                   help='a campaign: run the unfinished runs one at a time while the next fits in H hours, then stop cleanly')
+                   help='a campaign: run the unfinished runs (--jobs at a time) while the next fits in H hours, then stop cleanly')
     common(s := sub.add_parser('sweep', help="one paper's ablation grid"))
     s.add_argument('paper', choices=list(PAPERS))
     common(n := sub.add_parser('notebook', help='one run of a paper notebook, saved under outputs/'))
@@ -360,7 +388,8 @@ def _main(argv) -> int:
         print(f"ssl-study: {e}", file=sys.stderr); return 2
     print(f"{len(runs)} run(s) at scale {scale!r}; results under {outputs_root() / scale}")
     if getattr(a, 'hours', None):
-        status = campaign(runs, a.hours, threads=executor.threads_per_job, timeout=a.timeout or CAMPAIGN_TIMEOUT.get(scale))
+        status = campaign(runs, a.hours, threads=executor.threads_per_job, timeout=a.timeout or CAMPAIGN_TIMEOUT.get(scale),
+                          jobs=executor.jobs)
     else: status = sweep(runs, executor, a.timeout)
     df = report(scale, papers)
     failed = [s for s in status if s['status'] == 'failed']
