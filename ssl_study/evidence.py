@@ -4,16 +4,16 @@
 
 # %% ../nbs/core/07b_evidence.ipynb #94233647
 from __future__ import annotations
-import json, sys
+import importlib, json, sys
 from dataclasses import replace
 from pathlib import Path
 import matplotlib.pyplot as plt, pandas as pd
 from .claims import _values, claims_markdown, judge, seeds_needed, verdicts_markdown
 from .plots import save_fig, verdict_figure
-from .runs import atomic_write, code_version, project_root, write_text
+from .runs import atomic_write, code_version, outputs_root, project_root, read_metrics, write_text
 
 # %% auto #0
-__all__ = ['EVIDENCE_SCALES', 'write_verdicts', 'flag_stale', 'pilot', 'results_section', 'claims_section',
+__all__ = ['EVIDENCE_SCALES', 'write_verdicts', 'flag_stale', 'read_runs', 'pilot', 'results_section', 'claims_section',
            'write_results_section', 'shrink_figures']
 
 # %% ../nbs/core/07b_evidence.ipynb #78b95b90
@@ -41,6 +41,43 @@ def flag_stale(df: pd.DataFrame, paper: str, folder: Path) -> list[str]:
     return stale
 
 
+# %% ../nbs/core/07b_evidence.ipynb #bdea05a2
+def _flat(d: dict) -> dict:
+    return {k: v for k, v in d.items() if not isinstance(v, (dict, list))}
+
+def _row(paper: str, scale: str, d: Path) -> dict | None:
+    "The results row of run folder `d` (None if it has not run); ValueError naming a file that cannot be read."
+    if (d / 'metrics.json').exists():
+        rec = read_metrics(d)
+        if not isinstance(rec['params'], dict) or not isinstance(rec['metrics'], dict):
+            raise ValueError(f"{d / 'metrics.json'}: params and metrics must be JSON objects")
+        env = rec['environment'] if isinstance(rec['environment'], dict) else {}
+        return {'paper': paper, 'scale': rec.get('scale', scale), 'run': d.name, 'status': 'done',
+                'wall_seconds': rec.get('wall_seconds'), 'device': env.get('device'), 'git_commit': env.get('git_commit'),
+                'code_version': rec.get('code_version'),
+                **_flat(rec['params']), **_flat(rec['metrics'])}    # a metric wins over a parameter of the same name
+    if (d / 'failed.json').exists():
+        try: rec = json.loads((d / 'failed.json').read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e: raise ValueError(f"{d / 'failed.json'}: not valid JSON ({e})") from e
+        params = rec.get('params') if isinstance(rec, dict) and isinstance(rec.get('params'), dict) else {}
+        return {'paper': paper, 'scale': scale, 'run': d.name, 'status': 'failed', **_flat(params),
+                'error': rec.get('error') if isinstance(rec, dict) else None}
+    return None
+
+def read_runs(scale: str, papers) -> pd.DataFrame:
+    "The table of `papers`' runs at `scale`, one row per run folder (unreadable files named in `attrs['bad_files']`); writes nothing."
+    root = outputs_root() / scale
+    rows, bad = [], []
+    for p in papers:
+        if not (root / p).is_dir(): continue
+        for d in sorted(x for x in (root / p).iterdir() if x.is_dir()):
+            try: row = _row(p, scale, d)
+            except (ValueError, OSError) as e:
+                bad.append(str(e)); print(f"collect: skipped {e}", file=sys.stderr); continue
+            if row: rows.append(row)
+    df = pd.DataFrame(rows); df.attrs['bad_files'] = bad
+    return df
+
 # %% ../nbs/core/07b_evidence.ipynb #fc0f79c8
 def _labels(c) -> tuple[str, str]:
     "Short names of a claim's two arms: the values where its selectors differ ('a', 'b' for functions)."
@@ -63,8 +100,7 @@ def _pilot_frame(mod, c, df: pd.DataFrame) -> pd.DataFrame:
 def pilot(mod, scale: str = 'cpu', claim: str | None = None) -> pd.DataFrame:
     """The pilot of a paper's claim (default: its primary) on its committed runs at `scale`: one row per seed (each arm's
     metric and minutes, and the gap); prints the gaps' mean and sd and the seeds a paired test needs. `mod`: module or name."""
-    from ssl_study.sweep import paper_module, read_runs      # sweep imports this module
-    mod = paper_module(mod) if isinstance(mod, str) else mod
+    mod = importlib.import_module(f'ssl_study.papers.{mod}') if isinstance(mod, str) else mod
     c = next((x for x in mod.CLAIMS if (x.id == claim if claim else x.primary)), None)
     if c is None: raise ValueError(f"{mod.PAPER} declares no claim {claim!r}; its claims: {', '.join(x.id for x in mod.CLAIMS)}")
     t = _pilot_frame(mod, c, read_runs(scale, [mod.PAPER]))

@@ -13,11 +13,11 @@ from tqdm.auto import tqdm
 from .jobs import LocalExecutor, Run, execute
 from .runs import (NULL, SCALES, ParamError, atomic_write, is_complete, outputs_root, project_root,
                             read_metrics, resolve_scale)
-from .evidence import EVIDENCE_SCALES, flag_stale, shrink_figures, write_results_section, write_verdicts
+from .evidence import EVIDENCE_SCALES, flag_stale, read_runs, shrink_figures, write_results_section, write_verdicts
 
 # %% auto #0
 __all__ = ['PAPERS', 'JOB_MARGIN_MIN', 'CAMPAIGN_TIMEOUT', 'paper_exists', 'available_papers', 'paper_module', 'plan', 'sweep',
-           'campaign', 'read_runs', 'collect', 'report', 'main']
+           'campaign', 'collect', 'report', 'main']
 
 # %% ../nbs/core/07_sweep.ipynb #a13e1aa5
 PAPERS = {'pyramid': 'ssl_study.papers.pyramid', 'simclr': 'ssl_study.papers.simclr', 'simsiam': 'ssl_study.papers.simsiam',
@@ -137,29 +137,6 @@ def _campaign_worker(c, threads=None, timeout=None):
 def _with(lock, fn, *args):
     with lock: return fn(*args)
 
-# %% ../nbs/core/07_sweep.ipynb #bdea05a2
-def _flat(d: dict) -> dict:
-    return {k: v for k, v in d.items() if not isinstance(v, (dict, list))}
-
-def _row(paper: str, scale: str, d: Path) -> dict | None:
-    "The results row of run folder `d` (None if it has not run); ValueError naming a file that cannot be read."
-    if (d / 'metrics.json').exists():
-        rec = read_metrics(d)
-        if not isinstance(rec['params'], dict) or not isinstance(rec['metrics'], dict):
-            raise ValueError(f"{d / 'metrics.json'}: params and metrics must be JSON objects")
-        env = rec['environment'] if isinstance(rec['environment'], dict) else {}
-        return {'paper': paper, 'scale': rec.get('scale', scale), 'run': d.name, 'status': 'done',
-                'wall_seconds': rec.get('wall_seconds'), 'device': env.get('device'), 'git_commit': env.get('git_commit'),
-                'code_version': rec.get('code_version'),
-                **_flat(rec['params']), **_flat(rec['metrics'])}    # a metric wins over a parameter of the same name
-    if (d / 'failed.json').exists():
-        try: rec = json.loads((d / 'failed.json').read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as e: raise ValueError(f"{d / 'failed.json'}: not valid JSON ({e})") from e
-        params = rec.get('params') if isinstance(rec, dict) and isinstance(rec.get('params'), dict) else {}
-        return {'paper': paper, 'scale': scale, 'run': d.name, 'status': 'failed', **_flat(params),
-                'error': rec.get('error') if isinstance(rec, dict) else None}
-    return None
-
 # %% ../nbs/core/07_sweep.ipynb #3fa4d292
 def _merge_csv(path: Path, df: pd.DataFrame, papers) -> None:
     "Write `df` into the csv at `path`, keeping the rows it holds of papers other than `papers`."
@@ -175,23 +152,9 @@ def _merge_csv(path: Path, df: pd.DataFrame, papers) -> None:
         if frames: atomic_write(path, pd.concat(frames, ignore_index=True).to_csv(index=False))
         elif path.exists(): path.unlink()
 
-def read_runs(scale: str, papers=None) -> pd.DataFrame:
-    "The table of `papers`' runs at `scale` (default: all papers), one row per run folder; writes nothing."
-    root, papers = outputs_root() / scale, list(papers or PAPERS)
-    rows, bad = [], []
-    for p in papers:
-        if not (root / p).is_dir(): continue
-        for d in sorted(x for x in (root / p).iterdir() if x.is_dir()):
-            try: row = _row(p, scale, d)
-            except (ValueError, OSError) as e:
-                bad.append(str(e)); print(f"collect: skipped {e}", file=sys.stderr); continue
-            if row: rows.append(row)
-    df = pd.DataFrame(rows); df.attrs['bad_files'] = bad
-    return df
-
 def collect(scale: str, papers=None) -> pd.DataFrame:
-    "`read_runs`, merged into `outputs/<scale>/results.csv` (the rows of other papers kept)."
-    df, root = read_runs(scale, papers), outputs_root() / scale
+    "`evidence.read_runs`, merged into `outputs/<scale>/results.csv` (the rows of other papers kept)."
+    df, root = read_runs(scale, list(papers or PAPERS)), outputs_root() / scale
     if root.is_dir(): _merge_csv(root / 'results.csv', df, list(papers or PAPERS))
     return df
 
