@@ -27,7 +27,7 @@ from .simsiam_method import (
 
 # %% auto #0
 __all__ = ['DATASETS', 'BACKBONES', 'INITS', 'PAPER', 'NOTEBOOK', 'SPEC', 'PRESETS', 'PER_DATASET', 'SEEDS', 'STL_STANDIN',
-           'PAPER_RESULTS', 'CLAIMS', 'round_robin', 'load_data', 'build_simsiam', 'pretrain_settings',
+           'RUN_MINUTES', 'PAPER_RESULTS', 'CLAIMS', 'round_robin', 'load_data', 'build_simsiam', 'pretrain_settings',
            'pretrain_encoder', 'scores', 'select_epoch', 'finetune', 'preset', 'imagenet_missing', 'grid', 'cpu_grid',
            'run_name', 'check_params', 'tables', 'verdicts', 'report', 'encoder_for']
 
@@ -237,6 +237,8 @@ def cpu_grid() -> list[dict]:
     "The `cpu` evidence: the primary's pair (SimSiam, none) at seeds 0 and 1 first (the pilot), then random-image SimSiam."
     c10 = lambda i, s: dict(dataset='cifar10', backbone='resnet18', init=i, seed=s)
     return [c10(i, s) for s in SEEDS['cpu'] for i in ('simsiam', 'none')] + [c10('random', s) for s in SEEDS['cpu']]
+
+RUN_MINUTES = {'cpu': 27}    # a pre-training run, measured (one thread, the other core busy): 6 x ~2.7 min + 8 x 1.2 min fine-tuning
 
 _LABEL_KEYS = ('dataset', 'backbone', 'init', 'stop_gradient', 'proj_out_bn', 'seed', 'download', 'num_workers', 'devices')
 
