@@ -110,8 +110,8 @@ def pilot(mod, scale: str = 'cpu', claim: str | None = None) -> pd.DataFrame:
     d = t.gap if c.expect == 'greater' else -t.gap
     own = seeds_needed(d.std(), d.mean()) if d.mean() > 0 else 'none (the gap is not in the expected direction)'
     print(f"{c.id}: {c.sentence}\n{t.round(2).to_string()}\n{c.metric}: per-{c.pair_on} gaps {t.gap.round(2).tolist()}, mean {t.gap.mean():+.2f}, "
-          f"sd {d.std():.2f}\nseeds needed (paired, 80% power) for the effect {c.effect:+g}: {seeds_needed(d.std(), abs(c.effect))}; "
-          f"for the gap we measured: {own}")
+          f"sd {d.std():.2f}\nseeds needed (paired, 80% power) for the effect "
+          + (f"{c.effect:+g}: {seeds_needed(d.std(), abs(c.effect))}" if c.effect is not None else "(none declared): -") + f"; for the gap we measured: {own}")
     return t
 
 # %% ../nbs/core/07b_evidence.ipynb #7cd2a6b4
